@@ -1,0 +1,1 @@
+//! flowey_core.

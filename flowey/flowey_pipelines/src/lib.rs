@@ -1,0 +1,1 @@
+//! CI pipelines that emit ci/*.yml

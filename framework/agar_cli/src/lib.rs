@@ -1,0 +1,1 @@
+//! The agar command: artifacts, disks, reports

@@ -1,0 +1,1 @@
+//! The #[vm_test] attribute

@@ -1,0 +1,1 @@
+//! Guest agent (static binary) serving the host over a serial port

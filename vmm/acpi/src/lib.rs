@@ -1,0 +1,1 @@
+//! ACPI table builder (RSDP, XSDT, FADT, MADT, DSDT with minimal AML)

@@ -1,0 +1,1 @@
+//! agar's own x86-64 CPU: the emu backend

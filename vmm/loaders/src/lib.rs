@@ -1,0 +1,1 @@
+//! Image loaders (Linux boot protocol, firmware) that produce a load plan

@@ -1,0 +1,1 @@
+//! Disk abstraction, file/mem/memdiff backends

@@ -1,0 +1,1 @@
+//! VHD (vhd1) fixed and dynamic images

@@ -1,0 +1,1 @@
+//! KVM backend of the processor abstraction

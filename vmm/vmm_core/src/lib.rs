@@ -1,0 +1,1 @@
+//! Machine assembly: memory layout, buses, interrupt routing, vCPU threads, halt reasons
