@@ -128,6 +128,24 @@ impl VmClock {
     }
 }
 
+/// A machine-level request a device makes on behalf of the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HaltRequest {
+    /// ACPI S5 or an equivalent power-off path.
+    PowerOff,
+    /// A platform reset (i8042 pulse, port 0xcf9, ACPI reset register).
+    Reset,
+    /// The guest reported a crash (pvpanic, Hyper-V crash MSRs); the string says what it reported.
+    GuestCrash(String),
+}
+
+/// Where devices send [`HaltRequest`]s: the machine, which stops the processors and records the
+/// first request as the halt reason.
+pub trait HaltSink: Send + Sync {
+    /// Requests a halt. Must not block; may be called from any thread, repeatedly.
+    fn request_halt(&self, request: HaltRequest);
+}
+
 /// Shared handle to a device, as buses hold it.
 pub type Shared<T> = Arc<Mutex<T>>;
 
