@@ -1,1 +1,21 @@
-//! PC chipset devices: PIC, IOAPIC, PIT, CMOS/RTC, i8042, ACPI PM, debug ports
+//! PC chipset devices: PIC, I/O APIC, interrupt routing, PIT, CMOS/RTC, i8042, ACPI PM and the
+//! small debug ports.
+//!
+//! # Architecture
+//! Each device is a sans-IO state machine implementing the `device_api` traits it needs
+//! ([`device_api::PortIo`], [`device_api::Mmio`], [`device_api::Poll`]); the machine registers
+//! it on the buses at the ports in `docs/src/machine.md` and gives it interrupt lines, the VM
+//! clock and a halt sink. Nothing here owns a thread, a file or a host clock.
+//!
+//! # Key types
+//! - [`pic::DualPic`]: 8259A master/slave pair + ELCR (0x20, 0xa0, 0x4d0), INTR output,
+//!   `acknowledge()` for ExtINT.
+//! - [`ioapic::IoApic`]: 24-pin I/O APIC at 0xfec00000 sending [`virt::InterruptRequest`]s to
+//!   an [`ioapic::InterruptSink`].
+//! - [`router::IrqRouter`]: the [`device_api::IrqTarget`] devices' lines point at (ISA IRQ n ->
+//!   PIC n and I/O APIC n, IRQ 0 -> pin 2, GSI 16-23 -> I/O APIC only);
+//!   [`router::SharedLine`] for shared IRQs.
+
+pub mod ioapic;
+pub mod pic;
+pub mod router;
