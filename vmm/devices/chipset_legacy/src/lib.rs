@@ -15,7 +15,9 @@
 //! - [`router::IrqRouter`]: the [`device_api::IrqTarget`] devices' lines point at (ISA IRQ n ->
 //!   PIC n and I/O APIC n, IRQ 0 -> pin 2, GSI 16-23 -> I/O APIC only);
 //!   [`router::SharedLine`] for shared IRQs.
+//! - [`pit::Pit`]: 8254 at 0x40-0x43 plus port 0x61, IRQ 0 edges through [`device_api::Poll`].
 
 pub mod ioapic;
 pub mod pic;
+pub mod pit;
 pub mod router;
