@@ -16,8 +16,10 @@
 //!   PIC n and I/O APIC n, IRQ 0 -> pin 2, GSI 16-23 -> I/O APIC only);
 //!   [`router::SharedLine`] for shared IRQs.
 //! - [`pit::Pit`]: 8254 at 0x40-0x43 plus port 0x61, IRQ 0 edges through [`device_api::Poll`].
+//! - [`rtc::Rtc`]: MC146818 + CMOS at 0x70-0x71, IRQ 8, memory-size fields for firmware.
 
 pub mod ioapic;
 pub mod pic;
 pub mod pit;
 pub mod router;
+pub mod rtc;
