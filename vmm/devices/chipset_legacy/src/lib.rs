@@ -17,7 +17,10 @@
 //!   [`router::SharedLine`] for shared IRQs.
 //! - [`pit::Pit`]: 8254 at 0x40-0x43 plus port 0x61, IRQ 0 edges through [`device_api::Poll`].
 //! - [`rtc::Rtc`]: MC146818 + CMOS at 0x70-0x71, IRQ 8, memory-size fields for firmware.
+//! - [`i8042::I8042`]: keyboard controller at 0x60/0x64 (reset line, A20, minimal keyboard and
+//!   mouse), IRQ 1 and IRQ 12.
 
+pub mod i8042;
 pub mod ioapic;
 pub mod pic;
 pub mod pit;
