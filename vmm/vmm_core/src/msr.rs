@@ -30,13 +30,18 @@ impl MsrPolicy {
         Self { hv }
     }
 
-    /// The ranges the machine wants to see even where a backend knows the MSR.
+    /// The ranges the machine wants to see even where a backend knows the MSR: the ones it
+    /// answers itself (so every backend gives the same answer) and, with `hv`, the Hyper-V
+    /// range.
     pub fn user_msrs(&self) -> Vec<RangeInclusive<u32>> {
+        let mut v = vec![
+            MSR_SMI_COUNT..=MSR_SMI_COUNT,
+            IA32_BIOS_SIGN_ID..=IA32_BIOS_SIGN_ID,
+        ];
         if self.hv {
-            vec![HYPERV_MSRS]
-        } else {
-            Vec::new()
+            v.push(HYPERV_MSRS);
         }
+        v
     }
 
     /// RDMSR: `None` means #GP.
@@ -66,7 +71,13 @@ mod tests {
         assert!(!p.write(MSR_SMI_COUNT, 1), "read-only");
         assert_eq!(p.read(0x4000_0000), None);
         assert_eq!(p.read(0xc001_0114), None);
-        assert!(p.user_msrs().is_empty());
-        assert_eq!(MsrPolicy::new(true).user_msrs(), vec![HYPERV_MSRS]);
+        for msr in [IA32_BIOS_SIGN_ID, MSR_SMI_COUNT] {
+            assert!(
+                p.user_msrs().iter().any(|r| r.contains(&msr)),
+                "{msr:#x} routed here"
+            );
+        }
+        assert!(!p.user_msrs().iter().any(|r| r.contains(&0x4000_0000)));
+        assert!(MsrPolicy::new(true).user_msrs().contains(&HYPERV_MSRS));
     }
 }
