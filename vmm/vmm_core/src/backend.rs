@@ -23,11 +23,20 @@ pub struct Selected {
 #[derive(Debug, thiserror::Error)]
 pub enum SelectError {
     /// KVM was asked for and cannot run this guest.
-    #[error("kvm cannot run this guest: {0}")]
+    #[error("kvm cannot run this guest")]
     Kvm(#[source] VirtError),
-    /// The software CPU is not available.
-    #[error("emu is unavailable: {0}")]
+    /// The software CPU was asked for and is not available.
+    #[error("cannot use emu")]
     Emu(#[source] VirtError),
+    /// `auto` found neither backend usable.
+    #[error("no usable CPU backend (kvm: {kvm})")]
+    NoBackend {
+        /// Why KVM was not used.
+        kvm: String,
+        /// Why emu cannot be used.
+        #[source]
+        emu: VirtError,
+    },
 }
 
 /// The `emu` backend.
@@ -79,11 +88,9 @@ pub fn select(kind: HypervisorKind, needs_user_mode: bool) -> Result<Selected, S
                 },
                 Err(e) => e.to_string(),
             };
-            let hypervisor = emu().map_err(|e| {
-                SelectError::Emu(VirtError::Unavailable {
-                    backend: "emu",
-                    reason: format!("{e} (and {reason})"),
-                })
+            let hypervisor = emu().map_err(|emu| SelectError::NoBackend {
+                kvm: reason.clone(),
+                emu,
             })?;
             Ok(Selected {
                 hypervisor,
