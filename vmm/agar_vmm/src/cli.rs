@@ -233,8 +233,7 @@ pub fn unsupported(config: &VmConfig) -> Option<String> {
     .or(config.hv.then_some("--hv"))
     .or(config.vtl2.then_some("--vtl2"))
     .or(config.gfx.then_some("--gfx"))
-    .or(config.nic.then_some("--nic"))
-    .or((config.firmware_log != SerialConfig::None).then_some("--firmware-log"))?;
+    .or(config.nic.then_some("--nic"))?;
     Some(format!("{flag} is not supported yet"))
 }
 
@@ -380,7 +379,6 @@ mod tests {
             ("--kernel k --vtl2", "--vtl2"),
             ("--kernel k --gfx", "--gfx"),
             ("--kernel k --nic", "--nic"),
-            ("--kernel k --firmware-log stderr", "--firmware-log"),
         ] {
             let p = parse_str(line).unwrap();
             assert_eq!(

@@ -105,7 +105,7 @@ fn run(config: &VmConfig, no_kvm_check: bool) -> Result<u8, Failure> {
     // Everything the guest is made of is checked before a backend is touched.
     let guest = loaders::linux::GuestInfo {
         e820: layout.e820(),
-        acpi_rsdp: None,
+        acpi_rsdp: Some(vmm_core::layout::ACPI_RSDP),
     };
     let plan = loaders::linux::load(&kernel_image, initrd_bytes, cmdline, &guest)
         .map_err(|e| config_error(e.into()))?;

@@ -18,6 +18,10 @@ pub const BIOS_AREA: std::ops::Range<u64> = 0xc_0000..0x10_0000;
 /// Where a direct-boot machine puts its ACPI tables (the RSDP first, inside the range Linux
 /// scans), reserved in the e820 map.
 pub const ACPI_TABLES: std::ops::Range<u64> = 0xe_0000..0x10_0000;
+/// The ACPI RSDP of a direct-boot machine (16-byte aligned, where Linux's scan finds it).
+pub const ACPI_RSDP: u64 = ACPI_TABLES.start;
+/// The ACPI tables of a direct-boot machine follow the RSDP.
+pub const ACPI_TABLES_START: u64 = ACPI_TABLES.start + 0x40;
 /// Start of RAM above the legacy areas.
 pub const HIGH_RAM_START: u64 = 0x10_0000;
 /// Start of the 32-bit PCI MMIO hole; RAM beyond this moves above 4 GiB.

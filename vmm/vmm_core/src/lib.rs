@@ -6,10 +6,14 @@
 //!
 //! 1. guest RAM with the PCI hole ([`layout`]);
 //! 2. a partition on the backend, with the MSR ranges the machine owns ([`msr`]);
-//! 3. the chipset: PIC pair (INTR -> [`virt::Partition::set_extint`]), I/O APIC (messages ->
-//!    [`virt::Partition::request_interrupt`]), the IRQ router devices' lines point at, and the
-//!    four 16550 UARTs with their host backends ([`serial`]);
-//! 4. one processor per VP with the machine's CPUID table ([`cpuid`]).
+//! 3. the chipset (`chipset_legacy`): PIC pair (INTR -> [`virt::Partition::set_extint`]), I/O
+//!    APIC (messages -> [`virt::Partition::request_interrupt`]), the IRQ router devices' lines
+//!    point at, PIT, RTC/CMOS, i8042, ACPI PM block (S5 -> power off), reset control 0xcf9,
+//!    pvpanic, POST and the debug console, and the four 16550 UARTs, each with its host
+//!    backend ([`serial`]); halt requests go to [`halt::Halt`];
+//! 4. ACPI tables (`acpi`: RSDP, XSDT, FADT, MADT, DSDT) at [`layout::ACPI_TABLES`] for a
+//!    directly booted OS;
+//! 5. one processor per VP with the machine's CPUID table ([`cpuid`]).
 //!
 //! A loader's [`loaders::LoadPlan`] is applied with [`Machine::load`]. [`Machine::run`] starts
 //! one thread per VP plus the timer thread ([`timer`]) that polls time-driven devices, and

@@ -3,11 +3,17 @@
 
 use std::sync::Arc;
 
+use chipset_legacy::i8042::I8042;
 use chipset_legacy::ioapic::InterruptSink;
 use chipset_legacy::ioapic::IoApic;
+use chipset_legacy::misc;
 use chipset_legacy::pic::DualPic;
+use chipset_legacy::pit::Pit;
+use chipset_legacy::pm::AcpiPm;
 use chipset_legacy::router::IrqRouter;
 use chipset_legacy::router::SharedLine;
+use chipset_legacy::rtc::CmosConfig;
+use chipset_legacy::rtc::Rtc;
 use device_api::HaltSink;
 use device_api::IrqTarget;
 use device_api::LineInterrupt;
@@ -57,6 +63,9 @@ pub const COM_PORTS: [(u16, u32); 4] = [
     serial_16550::com::COM4,
 ];
 
+/// ISA IRQ of the ACPI SCI.
+pub const ACPI_SCI_IRQ: u8 = 9;
+
 /// Building or running the machine failed (not a guest failure: those are [`HaltReason`]s).
 #[derive(Debug, thiserror::Error)]
 pub enum MachineError {
@@ -78,6 +87,9 @@ pub enum MachineError {
     /// A serial backend could not start.
     #[error(transparent)]
     Serial(#[from] SerialError),
+    /// The ACPI tables could not be built.
+    #[error("cannot build the ACPI tables")]
+    Acpi(#[from] acpi::AcpiError),
     /// A machine thread could not start.
     #[error("cannot start the {0} thread")]
     Thread(&'static str, #[source] std::io::Error),
@@ -151,6 +163,7 @@ pub struct Machine {
     router: Arc<IrqRouter>,
     serial: Vec<SerialBackend>,
     msrs: MsrPolicy,
+    acpi_rsdp: u64,
 }
 
 impl Machine {
@@ -221,6 +234,94 @@ impl Machine {
             serial.push(backend);
         }
 
+        // The rest of the chipset (docs/src/machine.md, "Ports").
+        let waker = poller.waker();
+        let pit = shared(Pit::new(
+            LineInterrupt::new(router.clone(), 0),
+            clock.clone(),
+            waker.clone(),
+        ));
+        for (i, range) in Pit::port_ranges().into_iter().enumerate() {
+            pio.register(["pit", "port61"][i], range, pit.clone())?;
+        }
+        poller.add(pit);
+        let initial_time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let rtc = shared(Rtc::new(
+            &CmosConfig {
+                initial_time,
+                ram_below_4g: layout.low_ram_end(),
+                ram_above_4g: layout.high_ram_len(),
+                processors: config.processors,
+            },
+            LineInterrupt::new(router.clone(), 8),
+            clock.clone(),
+            waker.clone(),
+        ));
+        pio.register("rtc", Rtc::port_range(), rtc.clone())?;
+        poller.add(rtc);
+        let i8042 = shared(I8042::new(
+            LineInterrupt::new(router.clone(), 1),
+            LineInterrupt::new(router.clone(), 12),
+            halt.clone(),
+        ));
+        for (i, range) in I8042::ports().into_iter().enumerate() {
+            pio.register(["i8042-data", "i8042-command"][i], range, i8042.clone())?;
+        }
+        let pm = shared(AcpiPm::new(
+            chipset_legacy::pm::PM_BASE,
+            LineInterrupt::new(router.clone(), u32::from(ACPI_SCI_IRQ)),
+            clock.clone(),
+            halt.clone(),
+            waker,
+        ));
+        let ranges = pm.lock().port_ranges();
+        for (i, range) in ranges.into_iter().enumerate() {
+            pio.register(["acpi-pm1", "acpi-gpe0"][i], range, pm.clone())?;
+        }
+        poller.add(pm);
+        let reset = misc::PORT_RESET_CONTROL;
+        pio.register(
+            "reset-control",
+            reset..=reset,
+            shared(misc::ResetControl::new(halt.clone())),
+        )?;
+        let pvpanic = misc::PORT_PVPANIC;
+        pio.register(
+            "pvpanic",
+            pvpanic..=pvpanic,
+            shared(misc::PvPanic::new(halt.clone())),
+        )?;
+        let post = misc::PORT_POST;
+        pio.register("post", post..=post, shared(misc::PostCode::new()))?;
+        let firmware_log = SerialBackend::new("firmware-log", &config.firmware_log, false)?;
+        let debugcon = misc::PORT_DEBUG_CONSOLE;
+        pio.register(
+            "debug-console",
+            debugcon..=debugcon,
+            shared(misc::DebugConsole::new(Box::new(
+                firmware_log.byte_output(),
+            ))),
+        )?;
+        serial.push(firmware_log);
+
+        // ACPI tables for a directly booted OS: RSDP at the start of the BIOS-area window
+        // Linux scans, the tables right after it.
+        let acpi = acpi::AcpiTables::build(
+            &acpi::AcpiConfig::pc(config.processors),
+            layout::ACPI_TABLES_START,
+            layout::ACPI_RSDP,
+        )?;
+        for (gpa, bytes) in &acpi.regions {
+            let end = gpa + bytes.len() as u64;
+            if end > layout::ACPI_TABLES.end {
+                return Err(MachineError::Acpi(acpi::AcpiError::TooLarge("ACPI tables")));
+            }
+            memory.write_at(*gpa, bytes)?;
+        }
+        let acpi_rsdp = acpi.rsdp_address;
+
         let supported = match hv.supported_cpuid() {
             Ok(t) => t,
             Err(e) => {
@@ -249,7 +350,13 @@ impl Machine {
             router,
             serial,
             msrs,
+            acpi_rsdp,
         })
+    }
+
+    /// Where the machine put the ACPI RSDP (for the Linux zero page).
+    pub fn acpi_rsdp(&self) -> u64 {
+        self.acpi_rsdp
     }
 
     /// Guest memory.

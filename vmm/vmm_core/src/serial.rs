@@ -69,6 +69,12 @@ pub struct PipeOutput {
     pipe: Arc<Pipe>,
 }
 
+impl chipset_legacy::misc::ByteOutput for PipeOutput {
+    fn write(&mut self, bytes: &[u8]) {
+        SerialOutput::write(self, bytes);
+    }
+}
+
 impl SerialOutput for PipeOutput {
     fn write(&mut self, bytes: &[u8]) {
         let mut s = self.pipe.state.lock();
@@ -189,6 +195,19 @@ impl SerialBackend {
         match &self.output {
             Some(o) => Box::new(o.clone()),
             None => Box::new(serial_16550::NullOutput),
+        }
+    }
+
+    /// The output for byte devices other than UARTs (the debug console).
+    pub fn byte_output(&self) -> PipeOutput {
+        match &self.output {
+            Some(o) => o.clone(),
+            // A pipe nobody drains: closed, so writes are dropped at once.
+            None => {
+                let pipe = Arc::new(Pipe::default());
+                pipe.state.lock().closed = true;
+                PipeOutput { pipe }
+            }
         }
     }
 

@@ -323,9 +323,21 @@ pub fn run_with_watchdog(
     watchdog: Duration,
     build: impl FnOnce(&Machine, &mut Payload),
 ) -> Outcome {
+    run_configured(hv, processors, watchdog, |_| {}, build)
+}
+
+/// [`run_with_watchdog`] with a chance to change the machine's configuration first.
+pub fn run_configured(
+    hv: &dyn Hypervisor,
+    processors: u32,
+    watchdog: Duration,
+    configure: impl FnOnce(&mut MachineConfig),
+    build: impl FnOnce(&Machine, &mut Payload),
+) -> Outcome {
     let mut config = MachineConfig::new(processors, MEMORY);
     config.serial = Default::default();
     config.serial[0] = SerialConfig::None;
+    configure(&mut config);
     let mut machine = Machine::new(&config, hv).expect("machine");
     let mut payload = Payload::new();
     build(&machine, &mut payload);

@@ -55,6 +55,13 @@ backends!(
     application_processor_starts_with_init_sipi,
     stop_interrupts_a_busy_guest,
     stop_wakes_a_halted_guest,
+    acpi_s5_powers_off,
+    reset_control_resets,
+    i8042_pulse_resets,
+    pvpanic_is_a_guest_crash,
+    pit_interrupts_through_ioapic_pin_2,
+    debug_console_goes_to_the_firmware_log,
+    acpi_tables_are_where_the_rsdp_says,
 );
 
 fn assert_power_off(o: &Outcome) {
@@ -516,4 +523,152 @@ fn stop_wakes_a_halted_guest(hv: &dyn Hypervisor) {
         "stopped after {:?}",
         o.elapsed
     );
+}
+
+/// S5 through the ACPI PM1a control register powers the machine off (what `poweroff -f`
+/// does in Linux, through the FADT).
+fn acpi_s5_powers_off(hv: &dyn Hypervisor) {
+    let o = run(hv, 1, |_, p| {
+        p.log(1);
+        p.asm.mov(dx, 0x604u32).unwrap();
+        p.asm.mov(ax, (5u32 << 10) | (1 << 13)).unwrap(); // SLP_TYP = 5 (S5), SLP_EN
+        p.asm.out(dx, ax).unwrap();
+        p.log(2); // must not run
+        let mut spin = p.asm.create_label();
+        p.asm.set_label(&mut spin).unwrap();
+        p.asm.jmp(spin).unwrap();
+    });
+    assert_eq!(o.reason, HaltReason::PowerOff);
+    assert_eq!(o.log.values(LOG), [1]);
+}
+
+/// Writing RST_CPU to port 0xcf9 resets the machine (agar-vmm exits 3).
+fn reset_control_resets(hv: &dyn Hypervisor) {
+    let o = run(hv, 1, |_, p| {
+        p.asm.mov(dx, 0xcf9u32).unwrap();
+        p.asm.mov(al, 0x06).unwrap();
+        p.asm.out(dx, al).unwrap();
+        p.power_off();
+    });
+    assert_eq!(o.reason, HaltReason::Reset);
+    assert_eq!(o.reason.exit_code(), 3);
+}
+
+/// The i8042's reset line (command 0xfe) resets the machine.
+fn i8042_pulse_resets(hv: &dyn Hypervisor) {
+    let o = run(hv, 1, |_, p| {
+        p.asm.mov(al, 0xfe).unwrap();
+        p.asm.out(0x64, al).unwrap();
+        p.power_off();
+    });
+    assert_eq!(o.reason, HaltReason::Reset);
+}
+
+/// pvpanic reports a guest crash (agar-vmm exits 5).
+fn pvpanic_is_a_guest_crash(hv: &dyn Hypervisor) {
+    let o = run(hv, 1, |_, p| {
+        p.asm.mov(dx, 0x505u32).unwrap();
+        p.asm.in_(al, dx).unwrap();
+        p.asm.movzx(eax, al).unwrap();
+        p.asm.out(LOG as i32, eax).unwrap();
+        p.asm.mov(al, 1).unwrap();
+        p.asm.out(dx, al).unwrap();
+        p.power_off();
+    });
+    assert!(
+        matches!(&o.reason, HaltReason::GuestCrash(s) if s.contains("pvpanic")),
+        "{:?}",
+        o.reason
+    );
+    assert_eq!(o.reason.exit_code(), 5);
+    assert_eq!(
+        o.log.values(LOG),
+        [3],
+        "pvpanic advertises PANICKED and CRASH_LOADED"
+    );
+}
+
+/// PIT channel 0 (rate generator) interrupts on ISA IRQ 0, which the machine routes to I/O
+/// APIC pin 2 (the MADT's override); three ticks arrive at about the programmed rate.
+fn pit_interrupts_through_ioapic_pin_2(hv: &dyn Hypervisor) {
+    let o = run(hv, 1, |_, p| {
+        let mut start = p.asm.create_label();
+        p.asm.jmp(start).unwrap();
+        p.handler(0x60);
+        p.asm.inc(r15d).unwrap();
+        p.lapic_write(0xb0, 0);
+        p.asm.iretq().unwrap();
+        p.asm.set_label(&mut start).unwrap();
+        p.lapic_write(0xf0, 0x1ff);
+        p.ioapic_route(2, 0x60);
+        p.asm.xor(r15d, r15d).unwrap();
+        // Channel 0, lobyte/hibyte, mode 2, divisor 11932 (~100 Hz).
+        p.asm.mov(al, 0x34).unwrap();
+        p.asm.out(0x43, al).unwrap();
+        p.asm.mov(al, 11932u32 & 0xff).unwrap();
+        p.asm.out(0x40, al).unwrap();
+        p.asm.mov(al, 11932u32 >> 8).unwrap();
+        p.asm.out(0x40, al).unwrap();
+        let mut wait = p.asm.create_label();
+        p.asm.set_label(&mut wait).unwrap();
+        p.asm.sti().unwrap();
+        p.asm.hlt().unwrap();
+        p.asm.cli().unwrap();
+        p.asm.cmp(r15d, 3).unwrap();
+        p.asm.jb(wait).unwrap();
+        p.log(3);
+        p.power_off();
+    });
+    assert_power_off(&o);
+    assert_eq!(o.log.values(LOG), [3]);
+    // Three periods of 10 ms: at least 20 ms (the first may come early), and not forever.
+    assert!(o.elapsed >= Duration::from_millis(20), "{:?}", o.elapsed);
+}
+
+/// Port 0x402 writes go to `--firmware-log`.
+fn debug_console_goes_to_the_firmware_log(hv: &dyn Hypervisor) {
+    let path = std::env::temp_dir().join(format!("agar-payload-fwlog-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let file = path.clone();
+    let o = run_configured(
+        hv,
+        1,
+        WATCHDOG,
+        |c| c.firmware_log = vm_config::SerialConfig::File(file),
+        |_, p| {
+            p.asm.mov(dx, 0x402u32).unwrap();
+            for b in b"fw ok\n" {
+                p.asm.mov(al, u32::from(*b)).unwrap();
+                p.asm.out(dx, al).unwrap();
+            }
+            p.asm.in_(al, dx).unwrap();
+            p.asm.movzx(eax, al).unwrap();
+            p.asm.out(LOG as i32, eax).unwrap();
+            p.power_off();
+        },
+    );
+    assert_power_off(&o);
+    assert_eq!(o.log.values(LOG), [0xe9], "debug console reads back 0xe9");
+    assert_eq!(std::fs::read(&path).unwrap(), b"fw ok\n");
+    let _ = std::fs::remove_file(&path);
+}
+
+/// The guest finds the RSDP where the machine says, and it points at an XSDT.
+fn acpi_tables_are_where_the_rsdp_says(hv: &dyn Hypervisor) {
+    let o = run(hv, 1, |_, p| {
+        p.asm.mov(rsi, vmm_core::layout::ACPI_RSDP).unwrap();
+        p.asm.mov(eax, dword_ptr(rsi)).unwrap();
+        p.asm.out(LOG as i32, eax).unwrap();
+        p.asm.mov(eax, dword_ptr(rsi + 4)).unwrap();
+        p.asm.out(LOG as i32, eax).unwrap();
+        p.asm.mov(rsi, qword_ptr(rsi + 24)).unwrap(); // XsdtAddress
+        p.asm.mov(eax, dword_ptr(rsi)).unwrap();
+        p.asm.out(LOG as i32, eax).unwrap();
+        p.power_off();
+    });
+    assert_power_off(&o);
+    let v = o.log.values(LOG);
+    assert_eq!(&v[0].to_le_bytes(), b"RSD ");
+    assert_eq!(&v[1].to_le_bytes(), b"PTR ");
+    assert_eq!(&v[2].to_le_bytes(), b"XSDT");
 }
