@@ -106,8 +106,31 @@ pub fn baseline() -> CpuidTable {
     }
 }
 
+/// Leaf 0x15 (TSC / core crystal clock) and leaf 0x16 (base frequency in MHz) describing a TSC of
+/// `tsc_hz`: the crystal is the TSC itself divided down until it fits 32 bits, ratio d/1.
+fn tsc_leaves(tsc_hz: u64) -> [CpuidEntry; 2] {
+    let d = tsc_hz.div_ceil(u64::from(u32::MAX)).max(1);
+    let leaf = |function, eax, ebx, ecx| CpuidEntry {
+        function,
+        index: 0,
+        index_significant: false,
+        eax,
+        ebx,
+        ecx,
+        edx: 0,
+    };
+    let mhz = u32::try_from(tsc_hz / 1_000_000).unwrap_or(u32::MAX);
+    [
+        leaf(0x15, 1, d as u32, (tsc_hz / d) as u32),
+        leaf(0x16, mhz, mhz, 0),
+    ]
+}
+
 /// The machine's CPUID table for `processors` VPs over `supported` (the backend's table).
-pub fn machine_cpuid(supported: &CpuidTable, processors: u32) -> CpuidTable {
+/// `tsc_hz`, when known, is the TSC frequency the guest sees: leaves 0x15 and 0x16 then state
+/// it (so the guest need not calibrate against the PIT) whenever the maximum basic leaf
+/// reaches them.
+pub fn machine_cpuid(supported: &CpuidTable, processors: u32, tsc_hz: Option<u64>) -> CpuidTable {
     let processors = processors.max(1);
     // Bits needed to number the processors (x2APIC ID shift of the core level).
     let core_bits = 32 - (processors - 1).leading_zeros();
@@ -145,7 +168,8 @@ pub fn machine_cpuid(supported: &CpuidTable, processors: u32) -> CpuidTable {
                     continue;
                 }
             }
-            0xb => continue, // rebuilt below
+            0xb => continue,                             // rebuilt below
+            0x15 | 0x16 if tsc_hz.is_some() => continue, // rebuilt below
             0x8000_0000 => e.eax = e.eax.min(MAX_EXTENDED),
             0x8000_0001 => {
                 e.ecx &= EXT1_ECX_ALLOWED;
@@ -184,6 +208,15 @@ pub fn machine_cpuid(supported: &CpuidTable, processors: u32) -> CpuidTable {
         out.push(level(0, 0, 1, 0x100));
         out.push(level(1, core_bits, processors, 0x200 | 1));
         out.push(level(2, 0, 0, 2));
+    }
+    if let Some(hz) = tsc_hz.filter(|&hz| hz > 0)
+        && max_basic >= 0x15
+    {
+        let [l15, l16] = tsc_leaves(hz);
+        out.push(l15);
+        if max_basic >= 0x16 {
+            out.push(l16);
+        }
     }
     CpuidTable { entries: out }
 }
@@ -232,7 +265,7 @@ mod tests {
 
     #[test]
     fn drops_what_the_machine_does_not_model() {
-        let t = machine_cpuid(&host_like(), 1);
+        let t = machine_cpuid(&host_like(), 1, None);
         for gone in [4, 5, 6, 0xa, 0x4000_0000, 0x8000_000a] {
             assert_eq!(t.lookup(gone, 0), [0; 4], "leaf {gone:#x}");
         }
@@ -259,7 +292,7 @@ mod tests {
                 e.edx = 1; // FPU only
             }
         }
-        let t = machine_cpuid(&sparse, 4);
+        let t = machine_cpuid(&sparse, 4, None);
         let l1 = t.lookup(1, 0);
         assert_eq!(l1[2], HYPERVISOR_BIT);
         assert_eq!(l1[3], 1 | HTT_BIT);
@@ -267,7 +300,7 @@ mod tests {
 
     #[test]
     fn topology_for_several_processors() {
-        let t = machine_cpuid(&host_like(), 6);
+        let t = machine_cpuid(&host_like(), 6, None);
         assert_eq!((t.lookup(1, 0)[1] >> 16) & 0xff, 6);
         assert_ne!(t.lookup(1, 0)[3] & HTT_BIT, 0);
         assert_eq!(t.lookup(0xb, 0), [0, 1, 0x100, 0]);
@@ -277,8 +310,25 @@ mod tests {
     }
 
     #[test]
+    fn tsc_frequency_leaves() {
+        let t = machine_cpuid(&host_like(), 1, Some(2_500_000_000));
+        let [a, b, c, _] = t.lookup(0x15, 0);
+        assert_eq!(u64::from(c) * u64::from(b) / u64::from(a), 2_500_000_000);
+        assert_eq!(t.lookup(0x16, 0)[0], 2500);
+        let t = machine_cpuid(&host_like(), 1, Some(5_000_000_000));
+        let [a, b, c, _] = t.lookup(0x15, 0);
+        assert_eq!(u64::from(c) * u64::from(b) / u64::from(a), 5_000_000_000);
+        let t = machine_cpuid(&baseline(), 1, Some(1_000_000_000));
+        assert_eq!(
+            t.lookup(0x15, 0),
+            t.lookup(1, 0),
+            "max basic 1: leaf 0x15 not added"
+        );
+    }
+
+    #[test]
     fn baseline_is_a_64_bit_cpu() {
-        let t = machine_cpuid(&baseline(), 1);
+        let t = machine_cpuid(&baseline(), 1, Some(1_000_000_000));
         assert_eq!(&t.lookup(0, 0)[1].to_le_bytes(), b"Genu");
         let edx = t.lookup(1, 0)[3];
         for bit in [0, 5, 6, 8, 15, 24, 25, 26] {

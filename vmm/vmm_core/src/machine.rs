@@ -329,7 +329,8 @@ impl Machine {
                 cpuid::baseline()
             }
         };
-        let table = cpuid::machine_cpuid(&supported, config.processors);
+        let tsc_hz = Some(partition.tsc_frequency()).filter(|&hz| hz > 0);
+        let table = cpuid::machine_cpuid(&supported, config.processors, tsc_hz);
         let processors = (0..config.processors)
             .map(|i| partition.create_processor(i, &table))
             .collect::<Result<Vec<_>, _>>()?;

@@ -300,6 +300,8 @@ pub struct Outcome {
     pub mmio: Vec<(u64, usize, bool)>,
     /// The assembled program (for label addresses).
     pub assembled: CodeAssemblerResult,
+    /// The TSC frequency the partition reported (what the machine's CPUID states).
+    pub tsc_hz: Option<u64>,
 }
 
 /// How long a payload may run before the test gives up on it.
@@ -358,6 +360,7 @@ pub fn run_configured(
         .add_mmio_device("recorder", MMIO_BASE..=MMIO_BASE + 0xfff, recorder.clone())
         .unwrap();
     machine.load(&plan).expect("load");
+    let tsc_hz = Some(machine.partition().tsc_frequency()).filter(|&hz| hz > 0);
 
     let halt = machine.halt_sink();
     let (done_tx, done_rx) = mpsc::channel::<()>();
@@ -381,5 +384,6 @@ pub fn run_configured(
         elapsed,
         mmio,
         assembled,
+        tsc_hz,
     }
 }

@@ -161,6 +161,8 @@ fn cpuid(hv: &dyn Hypervisor) {
         (7, 0),
         (0xb, 1),
         (0xd, 0),
+        (0x15, 0),
+        (0x16, 0),
         (0x4000_0000, 0),
         (0x8000_0001, 0),
         (0x8000_0008, 0),
@@ -185,7 +187,7 @@ fn cpuid(hv: &dyn Hypervisor) {
     let supported = hv
         .supported_cpuid()
         .unwrap_or_else(|_| vmm_core::cpuid::baseline());
-    let table = vmm_core::cpuid::machine_cpuid(&supported, 1);
+    let table = vmm_core::cpuid::machine_cpuid(&supported, 1, o.tsc_hz);
     let got = o.log.values(LOG);
     for (i, (leaf, sub)) in leaves.into_iter().enumerate() {
         let mut want = table.lookup(leaf, sub);
@@ -220,10 +222,18 @@ fn cpuid(hv: &dyn Hypervisor) {
     }
     assert_ne!(got[4 + 2] & (1 << 31), 0, "hypervisor bit");
     assert_eq!(
-        &got[20..24],
+        &got[28..32],
         &[0, 0, 0, 0],
         "no hypervisor leaf (no KVM signature)"
     );
+    let [a, b, c, _] = table.lookup(0x15, 0);
+    if let Some(hz) = o.tsc_hz {
+        assert_eq!(
+            u64::from(c) * u64::from(b) / u64::from(a.max(1)),
+            hz,
+            "leaf 0x15 states the TSC"
+        );
+    }
 }
 
 /// MSRs the machine owns, one it refuses (#GP, handled by the payload), and one the backend
