@@ -41,7 +41,8 @@ for m in $modules; do
     load "$m"
 done
 
-say ready
+# The readiness marker (exact line), then the kernel release.
+echo "agar-init: ready"
 uname -r
 
 if [ "$poweroff_after_ready" = 1 ]; then
