@@ -1,1 +1,0 @@
-//! Guest agent (static binary) serving the host over a serial port
