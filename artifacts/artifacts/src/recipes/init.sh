@@ -26,10 +26,17 @@ for word in $(cat /proc/cmdline); do
     esac
 done
 
+release=$(uname -r)
+
+# Whether a module (name with `_`) is built into the kernel.
+is_builtin() {
+    tr '-' '_' < "/lib/modules/$release/modules.builtin" | grep -q "/$1\.ko\$"
+}
+
 # Loads one module and its dependencies (modules.dep); built-in modules count as loaded.
 load() {
     name=$(echo "$1" | tr '-' '_')
-    if [ -d "/sys/module/$name" ] || modprobe "$1" 2>/dev/null; then
+    if [ -d "/sys/module/$name" ] || is_builtin "$name" || modprobe "$1" 2>/dev/null; then
         say "loaded $1"
     else
         say "failed $1"
