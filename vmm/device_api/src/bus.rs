@@ -65,7 +65,11 @@ impl<D: ?Sized> RangeMap<D> {
                 end,
             });
         }
-        if let Some(e) = self.entries.iter().find(|e| start <= e.end && e.start <= end) {
+        if let Some(e) = self
+            .entries
+            .iter()
+            .find(|e| start <= e.end && e.start <= end)
+        {
             return Err(RegisterError::Conflict {
                 name: name.into(),
                 start,
@@ -178,7 +182,11 @@ impl PioBus {
     /// Guest `IN`: fills `data`; all-ones when unclaimed or on error.
     pub fn read(&self, port: u16, data: &mut [u8]) {
         let r = match self.map.find(u64::from(port)) {
-            Some(e) => e.device.lock().io_read(port, data).map_err(|err| (err, &*e.name)),
+            Some(e) => e
+                .device
+                .lock()
+                .io_read(port, data)
+                .map_err(|err| (err, &*e.name)),
             None => Err((IoError::InvalidRegister, "unclaimed")),
         };
         if let Err((err, name)) = r {
@@ -192,13 +200,17 @@ impl PioBus {
     /// Guest `OUT`: dropped when unclaimed or on error.
     pub fn write(&self, port: u16, data: &[u8]) {
         let r = match self.map.find(u64::from(port)) {
-            Some(e) => e.device.lock().io_write(port, data).map_err(|err| (err, &*e.name)),
+            Some(e) => e
+                .device
+                .lock()
+                .io_write(port, data)
+                .map_err(|err| (err, &*e.name)),
             None => Err((IoError::InvalidRegister, "unclaimed")),
         };
-        if let Err((err, name)) = r {
-            if self.limit.allow() {
-                tracing::debug!(port, ?data, device = name, %err, "port write failed");
-            }
+        if let Err((err, name)) = r
+            && self.limit.allow()
+        {
+            tracing::debug!(port, ?data, device = name, %err, "port write failed");
         }
     }
 }
@@ -249,7 +261,11 @@ impl MmioBus {
     /// Guest load: fills `data`; all-ones when unclaimed or on error.
     pub fn read(&self, addr: u64, data: &mut [u8]) {
         let r = match self.map.find(addr) {
-            Some(e) => e.device.lock().mmio_read(addr, data).map_err(|err| (err, &*e.name)),
+            Some(e) => e
+                .device
+                .lock()
+                .mmio_read(addr, data)
+                .map_err(|err| (err, &*e.name)),
             None => Err((IoError::InvalidRegister, "unclaimed")),
         };
         if let Err((err, name)) = r {
@@ -263,13 +279,17 @@ impl MmioBus {
     /// Guest store: dropped when unclaimed or on error.
     pub fn write(&self, addr: u64, data: &[u8]) {
         let r = match self.map.find(addr) {
-            Some(e) => e.device.lock().mmio_write(addr, data).map_err(|err| (err, &*e.name)),
+            Some(e) => e
+                .device
+                .lock()
+                .mmio_write(addr, data)
+                .map_err(|err| (err, &*e.name)),
             None => Err((IoError::InvalidRegister, "unclaimed")),
         };
-        if let Err((err, name)) = r {
-            if self.limit.allow() {
-                tracing::debug!(addr, ?data, device = name, %err, "mmio write failed");
-            }
+        if let Err((err, name)) = r
+            && self.limit.allow()
+        {
+            tracing::debug!(addr, ?data, device = name, %err, "mmio write failed");
         }
     }
 }

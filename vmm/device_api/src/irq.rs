@@ -89,7 +89,12 @@ impl TestIrqTarget {
 
     /// Current level of `line`.
     pub fn level(&self, line: u32) -> bool {
-        self.state.lock().levels.get(&line).copied().unwrap_or(false)
+        self.state
+            .lock()
+            .levels
+            .get(&line)
+            .copied()
+            .unwrap_or(false)
     }
 
     /// How many low-to-high transitions `line` has seen.

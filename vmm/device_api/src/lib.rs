@@ -75,6 +75,44 @@ pub trait Poll: Send {
     fn poll(&mut self, now_ns: u64) -> Option<u64>;
 }
 
+/// Lets a device ask the machine to call its [`Poll::poll`] soon: the guest reprogrammed a timer
+/// (so the deadline returned last time is stale) or input arrived from another thread. The
+/// machine supplies the hook; it must not block and must not call into the device, which may be
+/// locked when it wakes. Waking more often than needed is harmless: `poll` re-checks.
+#[derive(Clone, Default)]
+pub struct PollWaker {
+    wake: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+impl std::fmt::Debug for PollWaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PollWaker")
+            .field("connected", &self.wake.is_some())
+            .finish()
+    }
+}
+
+impl PollWaker {
+    /// A waker calling `wake`.
+    pub fn new(wake: impl Fn() + Send + Sync + 'static) -> Self {
+        Self {
+            wake: Some(Arc::new(wake)),
+        }
+    }
+
+    /// A waker connected to nothing (tests that poll by hand).
+    pub fn detached() -> Self {
+        Self { wake: None }
+    }
+
+    /// Asks for a poll.
+    pub fn wake(&self) {
+        if let Some(w) = &self.wake {
+            w();
+        }
+    }
+}
+
 /// The machine's time base: nanoseconds since the VM was created. Either real (monotonic host
 /// time) or manual (tests advance it explicitly). Clones share the same time.
 #[derive(Clone, Debug)]

@@ -26,7 +26,10 @@
 //! read-modify-write operations use host atomics ([`GuestMemory::cmpxchg`],
 //! [`GuestMemory::swap`]). This crate holds all the unsafe code for guest memory.
 
-#![expect(unsafe_code, reason = "this crate owns the host mapping of guest memory")]
+#![expect(
+    unsafe_code,
+    reason = "this crate owns the host mapping of guest memory"
+)]
 
 use std::ops::Range;
 use std::ptr::NonNull;
@@ -520,13 +523,7 @@ impl GuestMemory {
     /// locked read-modify-write). Returns `Ok(old)` when the value matched and `new` was stored,
     /// `Err(current)` otherwise. A dropped store (ROM) reports `Err(current)` too.
     #[inline]
-    pub fn cmpxchg(
-        &self,
-        offset: u64,
-        width: Width,
-        expected: u64,
-        new: u64,
-    ) -> Result<u64, u64> {
+    pub fn cmpxchg(&self, offset: u64, width: Width, expected: u64, new: u64) -> Result<u64, u64> {
         let Some(code) = self.store_flags(offset, width) else {
             return Err(self.load(offset, width));
         };
@@ -537,15 +534,30 @@ impl GuestMemory {
             unsafe {
                 match width {
                     Width::U8 => AtomicU8::from_ptr(p)
-                        .compare_exchange(expected as u8, new as u8, Ordering::SeqCst, Ordering::SeqCst)
+                        .compare_exchange(
+                            expected as u8,
+                            new as u8,
+                            Ordering::SeqCst,
+                            Ordering::SeqCst,
+                        )
                         .map(u64::from)
                         .map_err(u64::from),
                     Width::U16 => AtomicU16::from_ptr(p.cast())
-                        .compare_exchange(expected as u16, new as u16, Ordering::SeqCst, Ordering::SeqCst)
+                        .compare_exchange(
+                            expected as u16,
+                            new as u16,
+                            Ordering::SeqCst,
+                            Ordering::SeqCst,
+                        )
                         .map(u64::from)
                         .map_err(u64::from),
                     Width::U32 => AtomicU32::from_ptr(p.cast())
-                        .compare_exchange(expected as u32, new as u32, Ordering::SeqCst, Ordering::SeqCst)
+                        .compare_exchange(
+                            expected as u32,
+                            new as u32,
+                            Ordering::SeqCst,
+                            Ordering::SeqCst,
+                        )
                         .map(u64::from)
                         .map_err(u64::from),
                     Width::U64 => AtomicU64::from_ptr(p.cast()).compare_exchange(
@@ -697,8 +709,11 @@ mod tests {
         assert!(GuestMemory::new(&[]).is_err());
         assert!(GuestMemory::new(&[(0, 100, RegionKind::Ram)]).is_err());
         assert!(
-            GuestMemory::new(&[(0, 0x2000, RegionKind::Ram), (0x1000, 0x1000, RegionKind::Ram)])
-                .is_err()
+            GuestMemory::new(&[
+                (0, 0x2000, RegionKind::Ram),
+                (0x1000, 0x1000, RegionKind::Ram)
+            ])
+            .is_err()
         );
     }
 }

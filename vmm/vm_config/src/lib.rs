@@ -222,7 +222,11 @@ pub struct VmConfig {
 
 impl VmConfig {
     /// A Linux direct-boot VM with agar-vmm's defaults: 1 processor, 256 MB, COM1 on the console.
-    pub fn linux_direct(kernel: impl Into<PathBuf>, initrd: Option<PathBuf>, cmdline: &str) -> Self {
+    pub fn linux_direct(
+        kernel: impl Into<PathBuf>,
+        initrd: Option<PathBuf>,
+        cmdline: &str,
+    ) -> Self {
         Self::with_boot(Boot::LinuxDirect {
             kernel: kernel.into(),
             initrd,
@@ -372,7 +376,13 @@ mod tests {
 
     #[test]
     fn serial_round_trip() {
-        for s in ["none", "console", "stderr", "file=/tmp/a b.log", "listen=/tmp/s.sock"] {
+        for s in [
+            "none",
+            "console",
+            "stderr",
+            "file=/tmp/a b.log",
+            "listen=/tmp/s.sock",
+        ] {
             assert_eq!(s.parse::<SerialConfig>().unwrap().to_string(), s);
         }
         assert!("file=".parse::<SerialConfig>().is_err());
@@ -382,7 +392,8 @@ mod tests {
     #[test]
     fn renders_seed_command_lines() {
         let mut c = VmConfig::with_boot(Boot::Pcat { firmware: None });
-        c.disks.push(DiskConfig::parse(DiskBus::Ide, "memdiff:file:disk.vhd").unwrap());
+        c.disks
+            .push(DiskConfig::parse(DiskBus::Ide, "memdiff:file:disk.vhd").unwrap());
         assert_eq!(c.to_args(), ["--pcat", "--ide", "memdiff:file:disk.vhd"]);
 
         let mut c = VmConfig::linux_direct("vmlinuz", Some("initrd".into()), "console=ttyS0 quiet");

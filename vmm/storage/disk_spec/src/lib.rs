@@ -59,9 +59,14 @@ impl FromStr for ByteSize {
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(u64, &str); 4] = [(1 << 40, "TB"), (1 << 30, "GB"), (1 << 20, "MB"), (1 << 10, "KB")];
+        const UNITS: [(u64, &str); 4] = [
+            (1 << 40, "TB"),
+            (1 << 30, "GB"),
+            (1 << 20, "MB"),
+            (1 << 10, "KB"),
+        ];
         for (mult, unit) in UNITS {
-            if self.0 != 0 && self.0 % mult == 0 {
+            if self.0 != 0 && self.0.is_multiple_of(mult) {
                 return write!(f, "{}{unit}", self.0 / mult);
             }
         }
@@ -176,11 +181,18 @@ impl DiskSpec {
             "mem" => {
                 let size = parse_size_at(rest, rest_offset)?;
                 if size == 0 {
-                    return Err(SpecError::new("a RAM disk cannot be empty", rest, rest_offset));
+                    return Err(SpecError::new(
+                        "a RAM disk cannot be empty",
+                        rest,
+                        rest_offset,
+                    ));
                 }
                 Ok(DiskSpec::Mem(ByteSize(size)))
             }
-            "memdiff" => Ok(DiskSpec::MemDiff(Box::new(Self::parse_at(rest, rest_offset)?))),
+            "memdiff" => Ok(DiskSpec::MemDiff(Box::new(Self::parse_at(
+                rest,
+                rest_offset,
+            )?))),
             _ => Err(SpecError::new(
                 "unknown disk kind (use file:, mem: or memdiff:)",
                 kind,

@@ -1,0 +1,183 @@
+//! Opening an image by path, following a differencing image's parent locators.
+
+use std::fs::File;
+use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use image_file::ImageFile;
+
+use crate::DiskType;
+use crate::Error;
+use crate::ErrorKind;
+use crate::MAX_CHAIN_DEPTH;
+use crate::Result;
+use crate::Vhd;
+use crate::spec;
+
+/// Locator data longer than this is not a path.
+const MAX_LOCATOR_BYTES: u32 = 64 * 1024;
+
+/// Opens the image at `path`; for a differencing image, finds, opens (read-only) and attaches
+/// its parents, up to [`MAX_CHAIN_DEPTH`] deep.
+pub fn open_path(path: &Path, read_only: bool) -> Result<Vhd> {
+    open_chain(path, read_only, &mut Vec::new())
+}
+
+fn open_chain(path: &Path, read_only: bool, seen: &mut Vec<PathBuf>) -> Result<Vhd> {
+    let open_err = |e| Error::with_source(ErrorKind::Io, format!("opening {}", path.display()), e);
+    let canonical = path.canonicalize().map_err(open_err)?;
+    if seen.contains(&canonical) {
+        return Err(Error::new(
+            ErrorKind::Parent,
+            format!("parent chain loops back to {}", path.display()),
+        ));
+    }
+    if seen.len() >= MAX_CHAIN_DEPTH {
+        return Err(Error::new(
+            ErrorKind::Parent,
+            format!("parent chain is deeper than {MAX_CHAIN_DEPTH}"),
+        ));
+    }
+    seen.push(canonical);
+    let file = File::options()
+        .read(true)
+        .write(!read_only)
+        .open(path)
+        .map_err(open_err)?;
+    let mut vhd = Vhd::open(Arc::new(file), read_only)?;
+    if vhd.disk_type() != DiskType::Differencing {
+        return Ok(vhd);
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let candidates = vhd.parent_candidates(dir)?;
+    let mut first_error = None;
+    for candidate in &candidates {
+        if !candidate.is_file() {
+            continue;
+        }
+        let attempt =
+            open_chain(candidate, true, seen).and_then(|parent| vhd.set_parent(Arc::new(parent)));
+        match attempt {
+            Ok(()) => return Ok(vhd),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error.unwrap_or_else(|| {
+        let tried: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+        Error::new(
+            ErrorKind::Parent,
+            format!(
+                "parent of {} not found (tried: {})",
+                path.display(),
+                tried.join(", ")
+            ),
+        )
+    }))
+}
+
+impl Vhd {
+    /// Where a differencing image's parent may be, most specific first: the relative and
+    /// absolute locators, then the recorded parent file name, next to `dir` (the child's
+    /// directory).
+    pub fn parent_candidates(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        let Some(header) = self.dynamic_header() else {
+            return Ok(Vec::new());
+        };
+        let file_len = self
+            .file
+            .size()
+            .map_err(|e| Error::io("reading the file size", e))?;
+        let mut relative = Vec::new();
+        let mut absolute = Vec::new();
+        for locator in &header.parent_locators {
+            let code = locator.platform_code;
+            if code == spec::platform::NONE {
+                continue;
+            }
+            let len = locator.platform_data_length.get();
+            let offset = locator.platform_data_offset.get();
+            if len == 0
+                || len > MAX_LOCATOR_BYTES
+                || offset
+                    .checked_add(u64::from(len))
+                    .is_none_or(|end| end > file_len)
+            {
+                return Err(Error::corrupt(format!(
+                    "parent locator of {len} bytes at {offset} is outside the file"
+                )));
+            }
+            let mut raw = vec![0u8; len as usize];
+            self.file
+                .read_at(offset, &mut raw)
+                .map_err(|e| Error::io("reading a parent locator", e))?;
+            match code {
+                spec::platform::W2RU => relative.push(utf16le(&raw)),
+                spec::platform::WI2R => relative.push(ansi(&raw)),
+                spec::platform::W2KU => absolute.push(utf16le(&raw)),
+                spec::platform::WI2K => absolute.push(ansi(&raw)),
+                spec::platform::MACX => {
+                    let url = String::from_utf8_lossy(&raw)
+                        .trim_end_matches('\0')
+                        .to_string();
+                    absolute.push(url.strip_prefix("file://").unwrap_or(&url).to_string());
+                }
+                _ => {}
+            }
+        }
+        let name = utf16be(&header.parent_unicode_name);
+        let mut out = Vec::new();
+        for r in &relative {
+            push_unique(&mut out, dir.join(windows_to_unix(r)));
+        }
+        for a in &absolute {
+            let unix = windows_to_unix(a);
+            if unix.starts_with('/') {
+                push_unique(&mut out, PathBuf::from(unix));
+            }
+        }
+        for n in absolute.iter().chain(std::iter::once(&name)) {
+            if let Some(file_name) = Path::new(&windows_to_unix(n)).file_name() {
+                push_unique(&mut out, dir.join(file_name));
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn push_unique(out: &mut Vec<PathBuf>, p: PathBuf) {
+    if !out.contains(&p) {
+        out.push(p);
+    }
+}
+
+/// `.\a\b.vhd` → `a/b.vhd`; `C:\x\y.vhd` keeps its drive (it will not exist on this host).
+fn windows_to_unix(p: &str) -> String {
+    let p = p.replace('\\', "/");
+    p.strip_prefix("./").map(str::to_string).unwrap_or(p)
+}
+
+fn utf16le(raw: &[u8]) -> String {
+    let units: Vec<u16> = raw
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .take_while(|&u| u != 0)
+        .collect();
+    String::from_utf16_lossy(&units)
+}
+
+fn utf16be(raw: &[u8]) -> String {
+    let units: Vec<u16> = raw
+        .chunks_exact(2)
+        .map(|c| u16::from_be_bytes([c[0], c[1]]))
+        .take_while(|&u| u != 0)
+        .collect();
+    String::from_utf16_lossy(&units)
+}
+
+fn ansi(raw: &[u8]) -> String {
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}
