@@ -375,6 +375,15 @@ pub trait Hypervisor: Send + Sync {
     fn check(&self) -> Result<(), VirtError>;
     /// Creates a partition.
     fn new_partition(&self, config: PartitionConfig) -> Result<Arc<dyn Partition>, VirtError>;
+    /// The CPUID leaves and bits this backend can implement for a guest. The machine's CPUID
+    /// policy intersects its own table with this one, so a guest never sees a feature the
+    /// backend lacks. Backends that do not report (the default) get the machine's baseline.
+    fn supported_cpuid(&self) -> Result<CpuidTable, VirtError> {
+        Err(VirtError::Unsupported(format!(
+            "{} does not report its supported CPUID",
+            self.name()
+        )))
+    }
 }
 
 /// A VM's processors and interrupt fabric.

@@ -15,7 +15,22 @@
 //! - [`router::IrqRouter`]: the [`device_api::IrqTarget`] devices' lines point at (ISA IRQ n ->
 //!   PIC n and I/O APIC n, IRQ 0 -> pin 2, GSI 16-23 -> I/O APIC only);
 //!   [`router::SharedLine`] for shared IRQs.
+//! - [`pit::Pit`]: 8254 at 0x40-0x43 plus port 0x61, IRQ 0 edges through [`device_api::Poll`].
+//! - [`rtc::Rtc`]: MC146818 + CMOS at 0x70-0x71, IRQ 8, memory-size fields for firmware.
+//! - [`i8042::I8042`]: keyboard controller at 0x60/0x64 (reset line, A20, minimal keyboard and
+//!   mouse), IRQ 1 and IRQ 12.
+//! - [`pm::AcpiPm`]: ACPI PM1a event/control, PM timer and GPE0 at 0x600 (SCI on IRQ 9, S5 ->
+//!   power off).
+//! - [`misc`]: reset control 0xcf9, debug console 0x402, pvpanic 0x505, POST 0x80.
+//!
+//! Devices that request machine halts (i8042, PM, reset control, pvpanic) take an
+//! `Arc<dyn device_api::HaltSink>`; devices with deadlines take a [`device_api::PollWaker`].
 
+pub mod i8042;
 pub mod ioapic;
+pub mod misc;
 pub mod pic;
+pub mod pit;
+pub mod pm;
 pub mod router;
+pub mod rtc;

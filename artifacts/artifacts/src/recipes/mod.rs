@@ -1,0 +1,12 @@
+//! Project recipes: artifacts agar builds itself from other inputs.
+
+use crate::manifest::Recipe;
+
+pub mod initramfs;
+
+/// What, besides the manifest entry, decides a recipe's output: its code version and scripts.
+pub(crate) fn fingerprint_input(recipe: &Recipe) -> String {
+    match recipe {
+        Recipe::Initramfs { .. } => initramfs::fingerprint_input(),
+    }
+}
