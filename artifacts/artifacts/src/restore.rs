@@ -238,7 +238,7 @@ impl Restorer {
             self.catalog
                 .manifest
                 .entries()
-                .map(|e| e.name.clone())
+                .map(|e| e.name().to_owned())
                 .collect()
         } else {
             names.to_vec()
@@ -296,7 +296,7 @@ impl Restorer {
         let mut lock = self.catalog.lock.clone();
         for r in restored {
             if matches!(
-                self.catalog.manifest.get(&r.name).map(|e| &e.source),
+                self.catalog.manifest.get(&r.name).map(|e| e.source()),
                 Some(Source::Url { .. }) | None
             ) {
                 continue;
@@ -353,7 +353,7 @@ impl Restorer {
             .manifest
             .get(name)
             .ok_or_else(|| RestoreError::Unknown(name.to_owned()))?;
-        let kernel = match &entry.source {
+        let kernel = match entry.source() {
             Source::Build(Recipe::Initramfs { kernel, .. }) => Some(self.restore_one(kernel)?),
             _ => None,
         };
@@ -387,7 +387,7 @@ impl Restorer {
             };
 
         // 1. Up to date: the ref matches the pins.
-        if let Source::Url { url, sha256, size } = &entry.source {
+        if let Source::Url { url, sha256, size } = entry.source() {
             let record = LockedArtifact {
                 sha256: *sha256,
                 size: *size,
@@ -431,7 +431,7 @@ impl Restorer {
         }
 
         // 3. Fetch the inputs, then extract or build.
-        let (record, bytes, outcome) = match &entry.source {
+        let (record, bytes, outcome) = match entry.source() {
             Source::Deb { package, file } => {
                 let locked = pinned.as_ref().and_then(|p| p.debs.first());
                 let (deb, deb_path) = self.get_deb(package, locked, name, &mut warnings)?;
