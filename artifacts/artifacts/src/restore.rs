@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::OnceLock;
 
-use crate::apt;
+use crate::apt::Apt;
 use crate::apt::AptError;
 use crate::cache::Cache;
 use crate::cache::CacheIoError;
@@ -144,6 +144,8 @@ pub struct RestoreOptions {
     pub jobs: usize,
     /// Download retry policy.
     pub download: DownloadOptions,
+    /// The apt programs.
+    pub apt: Apt,
 }
 
 impl Default for RestoreOptions {
@@ -153,6 +155,7 @@ impl Default for RestoreOptions {
             update_lock: false,
             jobs: 4,
             download: DownloadOptions::default(),
+            apt: Apt::default(),
         }
     }
 }
@@ -604,27 +607,19 @@ impl Restorer {
             if let Some(path) = self.cached_deb(l)? {
                 return Ok((l.clone(), path));
             }
-            match self.apt_download(&l.package, &l.version) {
-                Ok((deb, path)) if deb.sha256 == l.sha256 => return Ok((deb, path)),
-                Ok((deb, _)) => {
-                    return Err(RestoreError::DebMismatch {
-                        package: l.package.clone(),
-                        version: l.version.clone(),
-                        expected: l.sha256,
-                        actual: deb.sha256,
-                    });
+            match self.apt_download(&l.package, &l.version, Some(l)) {
+                Ok(found) => return Ok(found),
+                Err(RestoreError::Apt(e @ AptError::Failed { .. })) => {
+                    tracing::debug!(error = %e, "the locked package is not available");
                 }
-                Err(RestoreError::Apt(AptError::Missing)) => return Err(AptError::Missing.into()),
-                Err(e) => {
-                    tracing::debug!(error = %e, "locked package not available");
-                }
+                Err(e) => return Err(e),
             }
         }
         let real = match package {
             DebPackage::Package(p) => p.clone(),
-            DebPackage::Meta(m) => apt::resolve_metapackage(m)?,
+            DebPackage::Meta(m) => self.options.apt.resolve_metapackage(m)?,
         };
-        let version = apt::candidate_version(&real)?;
+        let version = self.options.apt.candidate_version(&real)?;
         if let Some(l) = locked {
             self.warn(
                 warnings,
@@ -640,7 +635,7 @@ impl Restorer {
         {
             return Ok((known, path));
         }
-        self.apt_download(&real, &version)
+        self.apt_download(&real, &version, None)
     }
 
     fn cached_deb(&self, deb: &LockedDeb) -> Result<Option<PathBuf>, RestoreError> {
@@ -653,11 +648,13 @@ impl Restorer {
         Ok(Some(path))
     }
 
-    /// `apt-get download package=version` into the cache.
+    /// `apt-get download package=version` into the cache; with `expected`, the package must
+    /// have the locked digest (checked before anything is cached).
     fn apt_download(
         &self,
         package: &str,
         version: &str,
+        expected: Option<&LockedDeb>,
     ) -> Result<(LockedDeb, PathBuf), RestoreError> {
         let dir = self.cache.tmp_path(&format!("apt-{package}"));
         let _ = std::fs::remove_dir_all(&dir);
@@ -670,13 +667,33 @@ impl Restorer {
             .progress
             .task(&format!("apt-get download {package}={version}"), None);
         let result = (|| {
-            let downloaded = apt::download(package, Some(version), &dir)?;
+            let downloaded = self.options.apt.download(package, Some(version), &dir)?;
             let control = deb::control(&downloaded)?;
             let (sha256, size) = Sha256::of_file(&downloaded).map_err(|source| CacheIoError {
                 action: "cannot read",
                 path: downloaded.clone(),
                 source,
             })?;
+            if control.package != package || control.version != version {
+                return Err(DebError {
+                    path: downloaded.clone(),
+                    reason: format!(
+                        "apt delivered {} {} when asked for {package} {version}",
+                        control.package, control.version
+                    ),
+                }
+                .into());
+            }
+            if let Some(l) = expected
+                && l.sha256 != sha256
+            {
+                return Err(RestoreError::DebMismatch {
+                    package: l.package.clone(),
+                    version: l.version.clone(),
+                    expected: l.sha256,
+                    actual: sha256,
+                });
+            }
             let deb = LockedDeb {
                 package: control.package,
                 version: control.version,

@@ -195,6 +195,7 @@ impl Args {
                     backoff: Duration::from_millis(args.retry_delay_ms),
                     ..DownloadOptions::default()
                 },
+                ..RestoreOptions::default()
             },
             Progress::for_stderr(),
         );
