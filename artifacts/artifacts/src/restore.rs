@@ -84,6 +84,9 @@ pub enum RestoreError {
     /// A bug in agar.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The HTTP client could not be set up.
+    #[error("cannot set up the HTTP client: {0}")]
+    HttpClient(String),
     /// Downloading failed.
     #[error(transparent)]
     Download(#[from] DownloadError),
@@ -572,13 +575,7 @@ impl Restorer {
                 Downloader::new(self.options.download.clone()).map_err(|e| e.to_string())
             })
             .as_ref()
-            .map_err(|e| {
-                RestoreError::Download(DownloadError::GaveUp {
-                    url: String::new(),
-                    attempts: 0,
-                    last: e.clone(),
-                })
-            })
+            .map_err(|e| RestoreError::HttpClient(e.clone()))
     }
 
     /// A Debian package in the cache: the locked version if possible, else the current one.
