@@ -450,6 +450,7 @@ impl Vp {
         let shared = cpu.shared.clone();
         let vs = &shared.vps[cpu.index as usize];
         vs.attention.store(false, Ordering::Release);
+        vs.icount.store(cpu.icount, Ordering::Relaxed);
         if shared.stop.load(Ordering::Acquire) {
             return Ok(Some(Stop::Stopped));
         }

@@ -157,7 +157,10 @@ impl Cpu {
                 self.msr.pat = v;
             }
             msr::MTRR_DEF_TYPE => self.msr.mtrr_def_type = v,
-            msr::TSC_DEADLINE => self.apic_tsc_deadline_write(v),
+            msr::TSC_DEADLINE => {
+                tracing::trace!(v, "tsc deadline");
+                self.apic_tsc_deadline_write(v)
+            }
             msr::EFER => return self.write_efer(v),
             msr::STAR => self.msr.star = v,
             msr::LSTAR => {
