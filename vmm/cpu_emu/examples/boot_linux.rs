@@ -264,11 +264,14 @@ fn main() -> anyhow::Result<()> {
     let io = Io(machine.clone());
     let exit = vp.run(&io);
     let secs_run = start.elapsed().as_secs_f64();
+    let cpu_secs = process_cpu_seconds();
     eprintln!(
-        "{} instructions in {:.3}s: {:.1} M/s; delivered {:?}",
+        "{} instructions in {:.3}s ({:.3}s CPU): {:.1} M/s wall, {:.1} M/s CPU; delivered {:?}",
         emu.instructions(),
         secs_run,
+        cpu_secs,
         emu.instructions() as f64 / secs_run / 1e6,
+        emu.instructions() as f64 / cpu_secs / 1e6,
         emu.delivered()
     );
     let r = vp.registers()?;
@@ -284,6 +287,16 @@ fn main() -> anyhow::Result<()> {
         r.gpr[4]
     );
     Ok(())
+}
+
+/// User + system CPU time of this process, from /proc.
+fn process_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |x| x.1);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks / 100.0
 }
 
 fn tracing_init() {

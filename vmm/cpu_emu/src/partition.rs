@@ -106,6 +106,8 @@ pub(crate) struct Shared {
     pub mem: GuestMemory,
     pub clock: VmClock,
     pub tsc_freq: u64,
+    /// TSC ticks per ns as 32.32 fixed point.
+    pub tsc_mult: u64,
     pub apic_freq: u64,
     pub vps: Box<[VpShared]>,
     /// The PIC's INTR output (to VP 0's LINT0).
@@ -127,6 +129,7 @@ impl Shared {
             mem,
             clock,
             tsc_freq,
+            tsc_mult: ((u128::from(tsc_freq) << 32) / 1_000_000_000) as u64,
             apic_freq: CRYSTAL_HZ,
             vps: (0..n.max(1)).map(VpShared::new).collect(),
             extint: AtomicBool::new(false),
