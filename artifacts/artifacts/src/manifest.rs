@@ -576,6 +576,28 @@ mod tests {
     }
 
     #[test]
+    fn lock_entries_match_the_current_manifest_and_recipes() {
+        // Changing /init, a recipe or a manifest entry changes its spec: the lock must be
+        // refreshed (`agar artifacts restore --update-lock`) in the same change.
+        let catalog = Catalog::builtin().unwrap();
+        for entry in catalog.manifest.entries() {
+            if matches!(entry.source, Source::Url { .. }) {
+                continue;
+            }
+            let locked = catalog
+                .lock
+                .get(&entry.name)
+                .unwrap_or_else(|| panic!("{} is not in artifacts.lock", entry.name));
+            assert_eq!(
+                locked.spec,
+                entry.spec(),
+                "{}: artifacts.lock is stale; run `cargo run -p agar_cli -- artifacts restore --update-lock`",
+                entry.name
+            );
+        }
+    }
+
+    #[test]
     fn deb_entry_needs_exactly_one_package_field() {
         let text = r#"
             [artifacts.k]
