@@ -1,0 +1,1 @@
+//! The HTML matrix report (`agar report <output dir>`).
