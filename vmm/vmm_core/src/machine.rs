@@ -478,6 +478,7 @@ impl Machine {
                             vp,
                             rip: p.registers().ok().map(|r| r.rip),
                         },
+                        Err(VirtError::Internal(detail)) => HaltReason::BackendError(detail),
                         Err(e) => HaltReason::BackendError(e.to_string()),
                     };
                     vp_halt.halt(reason);
