@@ -99,10 +99,11 @@ fn collect(root: &Path) -> Result<Vec<Entry>> {
         let name = e.file_name().to_string_lossy().into_owned();
         if p.is_dir() {
             dirs.push(p);
-        } else if name.starts_with("agar-matrix-") && name.ends_with(".json") {
-            if let Some(m) = read_json::<MatrixRecord>(&p) {
-                matrix.extend(m.tests);
-            }
+        } else if name.starts_with("agar-matrix-")
+            && name.ends_with(".json")
+            && let Some(m) = read_json::<MatrixRecord>(&p)
+        {
+            matrix.extend(m.tests);
         }
     }
     let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
@@ -198,7 +199,9 @@ pub fn generate(root: &Path) -> Result<PathBuf> {
     let entries = collect(root)?;
     let configs: BTreeSet<String> = entries.iter().map(|e| e.config.clone()).collect();
     let backends: BTreeSet<String> = entries.iter().map(|e| e.backend.clone()).collect();
-    let mut rows: BTreeMap<(String, String), BTreeMap<(String, String), &Entry>> = BTreeMap::new();
+    // (module, function) -> (config, backend) -> entry
+    type Row<'a> = BTreeMap<(String, String), &'a Entry>;
+    let mut rows: BTreeMap<(String, String), Row<'_>> = BTreeMap::new();
     for e in &entries {
         rows.entry((e.module.clone(), e.function.clone()))
             .or_default()
@@ -309,7 +312,7 @@ pub fn generate(root: &Path) -> Result<PathBuf> {
         }
         let _ = write!(h, "</ul>");
     }
-    let _ = write!(h, "</body></html>\n");
+    let _ = writeln!(h, "</body></html>");
     let index = root.join("index.html");
     output::write_atomic(&index, h.as_bytes()).map_err(Error::io(&index))?;
     Ok(index)
@@ -368,7 +371,7 @@ fn write_test_page(root: &Path, e: &Entry) -> Result<()> {
     for f in files {
         let _ = write!(h, "<li><a href=\"{0}\">{0}</a></li>", esc(&f));
     }
-    let _ = write!(h, "</ul></body></html>\n");
+    let _ = writeln!(h, "</ul></body></html>");
     let page = dir.join("index.html");
     output::write_atomic(&page, h.as_bytes()).map_err(Error::io(&page))
 }
