@@ -197,9 +197,9 @@ fn single_arg(call: &ExprCall, what: &str, example: &str) -> Result<Expr> {
 fn parse_os(e: &Expr, for_kernel: bool) -> Result<Os> {
     let Some(name) = ident_of(e).filter(|_| matches!(e, Expr::Path(_))) else {
         let hint = if for_kernel {
-            format!(
-                "linux_direct boots a kernel and initrd, not a disk: write linux_direct({KERNEL_OSES})"
-            )
+            "linux_direct boots a kernel and initrd, not a disk: write linux_direct(debian12_k61) \
+             or linux_direct(debian12_k612)"
+                .to_string()
         } else {
             format!("expected a guest OS image: {DISK_OSES}")
         };
