@@ -46,18 +46,47 @@ impl EventPort for Port {
 
 #[derive(Arbitrary, Debug)]
 enum Op {
-    Read { vp: u8, msr: u16 },
-    Write { vp: u8, msr: u16, value: u64 },
-    Hypercall { vp: u8, control: u64, input: u64, output: u64 },
-    Post { vp: u8, sint: u8, ty: u32, payload: Vec<u8> },
-    Signal { vp: u8, sint: u8, flag: u16 },
-    Guest { offset: u16, value: u64 },
+    Read {
+        vp: u8,
+        msr: u16,
+    },
+    Write {
+        vp: u8,
+        msr: u16,
+        value: u64,
+    },
+    Hypercall {
+        vp: u8,
+        control: u64,
+        input: u64,
+        output: u64,
+    },
+    Post {
+        vp: u8,
+        sint: u8,
+        ty: u32,
+        payload: Vec<u8>,
+    },
+    Signal {
+        vp: u8,
+        sint: u8,
+        flag: u16,
+    },
+    Guest {
+        offset: u16,
+        value: u64,
+    },
     Reset,
 }
 
 fuzz_target!(|ops: Vec<Op>| {
     let memory = GuestMemory::allocate(MEMORY);
-    let hv = HvState::new(HvConfig::new(2, 1_000_000_000, 1_000_000_000), memory.clone(), VmClock::manual(), Arc::new(Sink));
+    let hv = HvState::new(
+        HvConfig::new(2, 1_000_000_000, 1_000_000_000),
+        memory.clone(),
+        VmClock::manual(),
+        Arc::new(Sink),
+    );
     hv.connect_message_port(1, Arc::new(Port)).unwrap();
     hv.connect_event_port(0x2001, Arc::new(Port)).unwrap();
     for op in ops.iter().take(256) {
@@ -66,13 +95,34 @@ fuzz_target!(|ops: Vec<Op>| {
                 let _ = hv.msr_read(u32::from(vp % 3), 0x4000_0000 + u32::from(*msr % 0x210));
             }
             Op::Write { vp, msr, value } => {
-                let _ = hv.msr_write(u32::from(vp % 3), 0x4000_0000 + u32::from(*msr % 0x210), *value);
+                let _ = hv.msr_write(
+                    u32::from(vp % 3),
+                    0x4000_0000 + u32::from(*msr % 0x210),
+                    *value,
+                );
             }
-            Op::Hypercall { vp, control, input, output } => {
-                let r = hv.hypercall(u32::from(vp % 3), HypercallInput { control: *control, input: input % (MEMORY + 8192), output: *output });
+            Op::Hypercall {
+                vp,
+                control,
+                input,
+                output,
+            } => {
+                let r = hv.hypercall(
+                    u32::from(vp % 3),
+                    HypercallInput {
+                        control: *control,
+                        input: input % (MEMORY + 8192),
+                        output: *output,
+                    },
+                );
                 assert!(r <= 0xffff);
             }
-            Op::Post { vp, sint, ty, payload } => {
+            Op::Post {
+                vp,
+                sint,
+                ty,
+                payload,
+            } => {
                 let _ = hv.post_message(u32::from(vp % 3), sint % 17, *ty, payload);
             }
             Op::Signal { vp, sint, flag } => {

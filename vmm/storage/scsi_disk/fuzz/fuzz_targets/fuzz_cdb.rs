@@ -28,7 +28,13 @@ struct Input {
 fuzz_target!(|input: Input| {
     let sector = if input.big_sectors { 4096 } else { 512 };
     let disk = Arc::new(RamLayer::new_zeroed(1 << 20, sector).unwrap());
-    let scsi = ScsiDisk::new(disk, ScsiDiskConfig { max_transfer_bytes: 1 << 16, ..Default::default() });
+    let scsi = ScsiDisk::new(
+        disk,
+        ScsiDiskConfig {
+            max_transfer_bytes: 1 << 16,
+            ..Default::default()
+        },
+    );
     for c in input.commands.iter().take(64) {
         let cdb = &c.cdb[..c.cdb.len().min(16)];
         let mut buf = vec![c.fill; usize::from(c.buffer_len)];

@@ -36,7 +36,9 @@ impl GuestSignal for NoSignal {
 
 #[derive(Arbitrary, Debug)]
 enum Op {
-    Init { version: u16 },
+    Init {
+        version: u16,
+    },
     Srb {
         tid: u64,
         lun: u8,
@@ -46,21 +48,42 @@ enum Op {
         transfer: u32,
         buffer: Option<(u16, u16, u8)>,
     },
-    Vstor { tid: u64, operation: u8, data: Vec<u8>, gpa_direct: bool },
-    Raw { packet_type: u16, flags: u16, tid: u64, payload: Vec<u8> },
+    Vstor {
+        tid: u64,
+        operation: u8,
+        data: Vec<u8>,
+        gpa_direct: bool,
+    },
+    Raw {
+        packet_type: u16,
+        flags: u16,
+        tid: u64,
+        payload: Vec<u8>,
+    },
     Process,
     Receive,
-    Poke { offset: u16, value: u32 },
+    Poke {
+        offset: u16,
+        value: u32,
+    },
     HotPlug(u8),
 }
 
 fuzz_target!(|ops: Vec<Op>| {
     let memory = GuestMemory::allocate(PAGES * 4096);
-    let storvsp = Storvsp::new(Guid::new(1, 2, 3, [0; 8]), StorvspConfig { max_transfer_bytes: 64 * 1024 });
+    let storvsp = Storvsp::new(
+        Guid::new(1, 2, 3, [0; 8]),
+        StorvspConfig {
+            max_transfer_bytes: 64 * 1024,
+        },
+    );
     for (lun, sector) in [(0u8, 512u32), (2, 4096)] {
         let disk = Arc::new(RamLayer::new_zeroed(256 * 1024, sector).unwrap());
         storvsp
-            .add_disk(lun, Arc::new(ScsiDisk::new(disk, ScsiDiskConfig::default())))
+            .add_disk(
+                lun,
+                Arc::new(ScsiDisk::new(disk, ScsiDiskConfig::default())),
+            )
             .unwrap();
     }
     let gpadl = Gpadl {
@@ -79,7 +102,9 @@ fuzz_target!(|ops: Vec<Op>| {
         downstream_page: 4,
         user_data: [0; 120],
     };
-    let mut channel = storvsp.open_channel(&memory, &request, Arc::new(NoSignal)).unwrap();
+    let mut channel = storvsp
+        .open_channel(&memory, &request, Arc::new(NoSignal))
+        .unwrap();
     for op in ops.iter().take(128) {
         match op {
             Op::Init { version } => {
@@ -87,8 +112,21 @@ fuzz_target!(|ops: Vec<Op>| {
                     let _ = guest.send(&packet::inband(1, true, &p));
                 }
             }
-            Op::Srb { tid, lun, target, cdb, data_in, transfer, buffer } => {
-                let mut req = SrbRequest::new(lun % 4, &cdb[..cdb.len().min(17)], data_in % 3, *transfer % (128 * 1024));
+            Op::Srb {
+                tid,
+                lun,
+                target,
+                cdb,
+                data_in,
+                transfer,
+                buffer,
+            } => {
+                let mut req = SrbRequest::new(
+                    lun % 4,
+                    &cdb[..cdb.len().min(17)],
+                    data_in % 3,
+                    *transfer % (128 * 1024),
+                );
                 req.target = target % 2;
                 let range = buffer.map(|(offset, pages, first)| {
                     let offset = u32::from(offset % 4096);
@@ -101,17 +139,31 @@ fuzz_target!(|ops: Vec<Op>| {
                 });
                 let _ = guest.send(&req.vmbus_packet(*tid, range.as_ref()));
             }
-            Op::Vstor { tid, operation, data, gpa_direct } => {
+            Op::Vstor {
+                tid,
+                operation,
+                data,
+                gpa_direct,
+            } => {
                 let payload = vstor(u32::from(operation % 16), data);
                 let p = if *gpa_direct {
-                    let r = GpaRange { byte_count: 4096, byte_offset: 0, pfns: vec![PAGES - 1] };
+                    let r = GpaRange {
+                        byte_count: 4096,
+                        byte_offset: 0,
+                        pfns: vec![PAGES - 1],
+                    };
                     packet::gpa_direct(*tid, &[r], &payload)
                 } else {
                     packet::inband(*tid, true, &payload)
                 };
                 let _ = guest.send(&p);
             }
-            Op::Raw { packet_type, flags, tid, payload } => {
+            Op::Raw {
+                packet_type,
+                flags,
+                tid,
+                payload,
+            } => {
                 let mut p = packet::inband(*tid, true, &payload[..payload.len().min(512)]);
                 p[0..2].copy_from_slice(&packet_type.to_le_bytes());
                 p[6..8].copy_from_slice(&flags.to_le_bytes());
@@ -132,7 +184,10 @@ fuzz_target!(|ops: Vec<Op>| {
             Op::HotPlug(lun) => {
                 if storvsp.remove_disk(*lun % 4).is_none() {
                     let disk = Arc::new(RamLayer::new_zeroed(4096, 512).unwrap());
-                    let _ = storvsp.add_disk(*lun % 4, Arc::new(ScsiDisk::new(disk, ScsiDiskConfig::default())));
+                    let _ = storvsp.add_disk(
+                        *lun % 4,
+                        Arc::new(ScsiDisk::new(disk, ScsiDiskConfig::default())),
+                    );
                 }
             }
         }

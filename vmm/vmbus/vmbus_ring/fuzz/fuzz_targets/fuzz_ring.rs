@@ -37,8 +37,12 @@ fuzz_target!(|input: Input| {
     memory.write_at(4096, &input.init[..n]).unwrap();
     let a: Vec<u64> = (1..=pages).collect();
     let b: Vec<u64> = (pages + 1..=2 * pages).collect();
-    let Ok(pa) = RingPages::new(&memory, &a) else { return };
-    let Ok(pb) = RingPages::new(&memory, &b) else { return };
+    let Ok(pa) = RingPages::new(&memory, &a) else {
+        return;
+    };
+    let Ok(pb) = RingPages::new(&memory, &b) else {
+        return;
+    };
     let size = pa.data_size() as usize;
     let (Ok(mut inc), Ok(mut out)) = (IncomingRing::new(pa), OutgoingRing::new(pb)) else {
         return;
@@ -68,8 +72,16 @@ fuzz_target!(|input: Input| {
                 let _ = out.request_space(u32::from(*len));
             }
             Op::Mask(m) => inc.set_interrupt_mask(*m),
-            Op::Poke { which, offset, value } => {
-                let base = if which % 2 == 0 { 4096 } else { (pages + 1) * 4096 };
+            Op::Poke {
+                which,
+                offset,
+                value,
+            } => {
+                let base = if which % 2 == 0 {
+                    4096
+                } else {
+                    (pages + 1) * 4096
+                };
                 let at = base + u64::from(*offset % 128) / 4 * 4;
                 let _ = memory.write_plain(at, value);
             }

@@ -28,21 +28,55 @@ const PAGES: u64 = 256;
 #[derive(Arbitrary, Debug)]
 enum Op {
     Raw(Vec<u8>),
-    Contact { version: u8, vp: u8, sint: u8 },
+    Contact {
+        version: u8,
+        vp: u8,
+        sint: u8,
+    },
     RequestOffers,
-    Gpadl { relid: u8, handle: u8, offset: u16, pfns: Vec<u16>, cut: u8 },
-    Body { handle: u8, pfns: Vec<u16> },
-    Open { relid: u8, handle: u8, vp: u8, downstream: u8 },
-    Close { relid: u8 },
-    Teardown { relid: u8, handle: u8 },
-    Released { relid: u8 },
+    Gpadl {
+        relid: u8,
+        handle: u8,
+        offset: u16,
+        pfns: Vec<u16>,
+        cut: u8,
+    },
+    Body {
+        handle: u8,
+        pfns: Vec<u16>,
+    },
+    Open {
+        relid: u8,
+        handle: u8,
+        vp: u8,
+        downstream: u8,
+    },
+    Close {
+        relid: u8,
+    },
+    Teardown {
+        relid: u8,
+        handle: u8,
+    },
+    Released {
+        relid: u8,
+    },
     Unload,
-    Modify { relid: u8, vp: u8 },
+    Modify {
+        relid: u8,
+        vp: u8,
+    },
     AddOffer,
-    Revoke { index: u8 },
+    Revoke {
+        index: u8,
+    },
     Reset,
     RefuseOpens(bool),
-    Mutate { kind: u8, at: u8, value: u8 },
+    Mutate {
+        kind: u8,
+        at: u8,
+        value: u8,
+    },
 }
 
 #[derive(Default)]
@@ -74,14 +108,21 @@ impl Notifier for Checker {
         Ok(())
     }
     fn close_channel(&mut self, offer: OfferId) {
-        assert!(self.open.remove(&offer), "closed a channel that was not open");
+        assert!(
+            self.open.remove(&offer),
+            "closed a channel that was not open"
+        );
     }
 }
 
 fn message(op: &Op) -> Option<Vec<u8>> {
     let m = match op {
         Op::Raw(b) => b.clone(),
-        Op::Contact { version: v, vp, sint } => {
+        Op::Contact {
+            version: v,
+            vp,
+            sint,
+        } => {
             let versions = version::SUPPORTED;
             let requested = versions
                 .get(usize::from(*v) % (versions.len() + 1))
@@ -93,7 +134,12 @@ fn message(op: &Op) -> Option<Vec<u8>> {
         }
         Op::RequestOffers => client::header_only(msgtype::REQUEST_OFFERS),
         Op::Gpadl { .. } | Op::Body { .. } => return None,
-        Op::Open { relid, handle, vp, downstream } => client::open_channel(
+        Op::Open {
+            relid,
+            handle,
+            vp,
+            downstream,
+        } => client::open_channel(
             u32::from(*relid % 4),
             u32::from(*handle % 8),
             u32::from(*vp % 3),
@@ -107,7 +153,9 @@ fn message(op: &Op) -> Option<Vec<u8>> {
             client::relid_message(msgtype::RELID_RELEASED, u32::from(*relid % 4))
         }
         Op::Unload => client::header_only(msgtype::UNLOAD),
-        Op::Modify { relid, vp } => client::modify_channel(u32::from(*relid % 4), u32::from(*vp % 3)),
+        Op::Modify { relid, vp } => {
+            client::modify_channel(u32::from(*relid % 4), u32::from(*vp % 3))
+        }
         _ => return None,
     };
     Some(m)
@@ -115,14 +163,30 @@ fn message(op: &Op) -> Option<Vec<u8>> {
 
 fuzz_target!(|ops: Vec<Op>| {
     let memory = GuestMemory::allocate(PAGES * 4096);
-    let mut server = VmbusServer::new(memory, Limits { max_gpadls: 16, ..Limits::new(2) });
+    let mut server = VmbusServer::new(
+        memory,
+        Limits {
+            max_gpadls: 16,
+            ..Limits::new(2)
+        },
+    );
     let mut n = Checker::default();
     let mut offers = Vec::new();
     let mut last: Vec<u8> = Vec::new();
     for op in ops.iter().take(256) {
         match op {
-            Op::Gpadl { relid, handle, offset, pfns, cut } => {
-                let pfns: Vec<u64> = pfns.iter().take(200).map(|&p| u64::from(p) % (PAGES + 8)).collect();
+            Op::Gpadl {
+                relid,
+                handle,
+                offset,
+                pfns,
+                cut,
+            } => {
+                let pfns: Vec<u64> = pfns
+                    .iter()
+                    .take(200)
+                    .map(|&p| u64::from(p) % (PAGES + 8))
+                    .collect();
                 if pfns.is_empty() {
                     continue;
                 }
@@ -132,7 +196,8 @@ fuzz_target!(|ops: Vec<Op>| {
                     byte_offset: offset,
                     pfns,
                 };
-                let msgs = client::gpadl_messages(u32::from(*relid % 4), u32::from(*handle % 8), &[range]);
+                let msgs =
+                    client::gpadl_messages(u32::from(*relid % 4), u32::from(*handle % 8), &[range]);
                 let keep = msgs.len().saturating_sub(usize::from(*cut % 2));
                 for m in msgs.into_iter().take(keep.max(1)) {
                     server.handle_message(0, &m, &mut n);
