@@ -120,6 +120,7 @@ fn run(config: &VmConfig, no_kvm_check: bool) -> Result<u8, Failure> {
     machine_config.serial = config.serial.clone();
     machine_config.firmware_log = config.firmware_log.clone();
     machine_config.hv = config.hv;
+    machine_config.disks = config.disks.clone();
     let mut machine = Machine::new(&machine_config, &*selected.hypervisor)
         .context("building the machine")
         .map_err(other_error)?;
