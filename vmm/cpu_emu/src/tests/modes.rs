@@ -1,0 +1,1 @@
+//! Mode switches and events.
