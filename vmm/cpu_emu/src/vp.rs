@@ -168,7 +168,11 @@ impl CodeCache {
     fn link(&mut self, cpu: &Cpu, prev: u32, rip: u64, idx: u32) {
         if let Some(b) = self.blocks.get_mut(prev as usize) {
             b.links[1] = b.links[0];
-            b.links[0] = Link { rip, idx, tlb_epoch: cpu.tlb.epoch };
+            b.links[0] = Link {
+                rip,
+                idx,
+                tlb_epoch: cpu.tlb.epoch,
+            };
         }
     }
 
