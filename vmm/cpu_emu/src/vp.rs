@@ -45,7 +45,7 @@ const MAX_OPS: usize = 4 << 20;
 const JC_BITS: u32 = 12;
 const JC_N: usize = 1 << JC_BITS;
 /// Blocks between event checks.
-const EVENT_INTERVAL: i32 = 64;
+const EVENT_INTERVAL: i32 = 128;
 
 struct Block {
     ops: Vec<Op>,
@@ -158,7 +158,11 @@ impl CodeCache {
         } else {
             return None;
         };
-        if l.tlb_epoch != cpu.tlb.epoch || !self.current(cpu, l.idx) {
+        // A link's target is current while the TLB epoch is unchanged: it is bumped by this
+        // processor's stores into code (`Cpu::code_written`) and, at every event check, when
+        // anyone else changed code (as with real cross-modifying code, the executing
+        // processor notices within a short, bounded time).
+        if l.tlb_epoch != cpu.tlb.epoch {
             return None;
         }
         Some(l.idx)
@@ -168,7 +172,11 @@ impl CodeCache {
     fn link(&mut self, cpu: &Cpu, prev: u32, rip: u64, idx: u32) {
         if let Some(b) = self.blocks.get_mut(prev as usize) {
             b.links[1] = b.links[0];
-            b.links[0] = Link { rip, idx, tlb_epoch: cpu.tlb.epoch };
+            b.links[0] = Link {
+                rip,
+                idx,
+                tlb_epoch: cpu.tlb.epoch,
+            };
         }
     }
 
@@ -200,6 +208,7 @@ impl CodeCache {
 
     /// `ip` is the offset in CS, `rip` the linear address of the block.
     #[cold]
+    #[inline(never)]
     fn lookup_slow(
         &mut self,
         cpu: &mut Cpu,
@@ -432,15 +441,8 @@ impl Vp {
                 continue;
             }
             self.cpu.countdown -= 1;
-            let mut rip = self.cpu.regs[RIP];
-            if self.cpu.bitness != 64 {
-                rip &= if self.cpu.bitness == 16 {
-                    0xffff
-                } else {
-                    0xffff_ffff
-                };
-                self.cpu.regs[RIP] = rip;
-            }
+            let rip = self.cpu.regs[RIP] & self.cpu.ip_mask;
+            self.cpu.regs[RIP] = rip;
             let lin = rip.wrapping_add(self.cpu.seg_base[CS]) & self.cpu.lin_mask;
             let idx = match self.cache.chained(&self.cpu, prev, lin) {
                 Some(idx) => {
@@ -467,7 +469,13 @@ impl Vp {
                 }
             };
             match self.exec_block(idx, io) {
-                Ok(()) => prev = idx,
+                Ok(()) => {
+                    prev = idx;
+                    if self.cpu.smc {
+                        self.cpu.smc = false;
+                        prev = NONE;
+                    }
+                }
                 Err(e) => {
                     prev = NONE;
                     if let Some(s) = self.handle(e, io)? {
@@ -491,9 +499,13 @@ impl Vp {
             &ops[..]
         };
         let mut n = 0u64;
+        // Only the last op of a block changes RIP, so the next instruction's address is
+        // tracked in a register rather than reloaded from memory after every handler.
+        let mut next = cpu.regs[RIP];
         for op in ops {
-            let start = cpu.regs[RIP];
-            cpu.regs[RIP] = start.wrapping_add(u64::from(op.len));
+            let start = next;
+            next = start.wrapping_add(u64::from(op.len));
+            cpu.regs[RIP] = next;
             if let Err(e) = (op.f)(cpu, op, io) {
                 if !matches!(e, Ex::Halt) {
                     cpu.regs[RIP] = start;
@@ -561,6 +573,11 @@ impl Vp {
         vs.attention.store(false, Ordering::Release);
         vs.icount.store(cpu.icount, Ordering::Relaxed);
         cpu.now_ns = shared.clock.now_ns();
+        let code_epoch = cpu.mem.code_epoch();
+        if code_epoch != cpu.seen_code_epoch {
+            cpu.seen_code_epoch = code_epoch;
+            cpu.tlb.epoch = cpu.tlb.epoch.wrapping_add(1);
+        }
         if shared.stop.load(Ordering::Acquire) {
             return Ok(Some(Stop::Stopped));
         }

@@ -66,7 +66,8 @@ impl Cpu {
     /// The guest's TSC at VM time `ns`.
     #[inline]
     pub(crate) fn tsc_at(&self, ns: u64) -> u64 {
-        let t = ((u128::from(ns) * u128::from(self.shared.tsc_mult)) >> 32) as i128 + self.tsc_offset;
+        let t =
+            ((u128::from(ns) * u128::from(self.shared.tsc_mult)) >> 32) as i128 + self.tsc_offset;
         t as u64
     }
 
