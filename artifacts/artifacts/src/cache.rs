@@ -147,19 +147,39 @@ impl Cache {
 
     /// Takes the exclusive lock `key`, waiting for whoever holds it.
     pub fn lock(&self, key: &str) -> Result<CacheLock, CacheIoError> {
-        let path = self.root.join("locks").join(format!("{key}.lock"));
+        self.take_lock(key, false)
+    }
+
+    /// Takes the lock `key` shared (many holders, but no exclusive one).
+    pub fn lock_shared(&self, key: &str) -> Result<CacheLock, CacheIoError> {
+        self.take_lock(key, true)
+    }
+
+    fn take_lock(&self, key: &str, shared: bool) -> Result<CacheLock, CacheIoError> {
+        let dir = self.root.join("locks");
+        fs::create_dir_all(&dir).map_err(CacheIoError::new("cannot create", &dir))?;
+        let path = dir.join(format!("{key}.lock"));
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
             .map_err(CacheIoError::new("cannot open lock", &path))?;
-        match file.try_lock() {
+        let attempt = if shared {
+            file.try_lock_shared()
+        } else {
+            file.try_lock()
+        };
+        match attempt {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
                 tracing::info!(lock = key, "waiting for another agar process");
-                file.lock()
-                    .map_err(CacheIoError::new("cannot lock", &path))?;
+                let res = if shared {
+                    file.lock_shared()
+                } else {
+                    file.lock()
+                };
+                res.map_err(CacheIoError::new("cannot lock", &path))?;
             }
             Err(fs::TryLockError::Error(e)) => {
                 return Err(CacheIoError::new("cannot lock", &path)(e));
@@ -248,6 +268,17 @@ impl Cache {
             &self.deb_ref_path(&deb.package, &deb.version),
             text.as_bytes(),
         )
+    }
+
+    /// Forgets a `.deb` (its blob stays until `gc`).
+    pub fn remove_deb_ref(&self, package: &str, version: &str) -> Result<(), CacheIoError> {
+        let path = self.deb_ref_path(package, version);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(CacheIoError::new("cannot remove", &path)(e))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// All deb refs.

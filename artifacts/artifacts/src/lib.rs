@@ -10,6 +10,8 @@
 //!   both compiled in.
 //! - [`cache`]: the content-addressed cache (`$AGAR_CACHE_DIR`, default `~/.cache/agar`):
 //!   read-only blobs named by digest, small ref files naming them, advisory locks.
+//! - [`restore`]: what `agar artifacts restore` runs: [`download`] (verified, resumable,
+//!   retried HTTP), [`apt`] + [`deb`] (Debian packages), [`recipes`] (the initramfs).
 //! - [`resolve`]: what tests call. `$AGAR_ARTIFACTS_DIR/<name>`, then the cache; a missing
 //!   artifact is an error naming the command to run. Tests never build or download.
 //!
@@ -19,12 +21,18 @@
 //! # Ok::<(), artifacts::ResolveError>(())
 //! ```
 
+pub mod apt;
 pub mod cache;
+pub mod deb;
+pub mod download;
 pub mod hash;
 pub mod ids;
+pub mod maintenance;
 pub mod manifest;
+pub mod progress;
 pub mod recipes;
 pub mod resolve;
+pub mod restore;
 
 pub use ids::Artifact;
 pub use ids::ArtifactId;

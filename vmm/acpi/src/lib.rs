@@ -10,7 +10,9 @@
 //! to find in the BIOS area).
 //!
 //! Internally the tables are one blob with a list of pointer fields and checksum fields, so the
-//! same description can later be handed to firmware through fw_cfg's table loader.
+//! same description also goes to firmware: [`LoaderTables::build`] produces fw_cfg's
+//! `etc/acpi/tables`, `etc/acpi/rsdp` and the `etc/table-loader` script that patches pointers
+//! and checksums once firmware has placed the files (the PCAT/UEFI boot path).
 //!
 //! # Key types
 //! - [`AcpiConfig`] (`AcpiConfig::pc(processors)` gives `docs/src/machine.md`'s values).
@@ -257,6 +259,125 @@ impl AcpiTables {
     pub fn tables_range(&self) -> std::ops::Range<u64> {
         let (base, bytes) = &self.regions[0];
         *base..base + bytes.len() as u64
+    }
+}
+
+/// File names of the fw_cfg ACPI interface (QEMU's, which SeaBIOS and OVMF consume).
+pub mod loader_files {
+    /// The tables blob.
+    pub const TABLES: &str = "etc/acpi/tables";
+    /// The RSDP.
+    pub const RSDP: &str = "etc/acpi/rsdp";
+    /// The linker/loader script.
+    pub const LOADER: &str = "etc/table-loader";
+}
+
+/// Tables for firmware to place itself: the fw_cfg files `etc/acpi/tables`, `etc/acpi/rsdp`
+/// and `etc/table-loader`. Pointers hold offsets into the tables file and checksums are left
+/// for the loader script (QEMU's linker/loader format: ALLOCATE, ADD_POINTER, ADD_CHECKSUM,
+/// 128-byte little-endian commands), which firmware runs after allocating the files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoaderTables {
+    /// Contents of `etc/acpi/tables`.
+    pub tables: Vec<u8>,
+    /// Contents of `etc/acpi/rsdp`.
+    pub rsdp: Vec<u8>,
+    /// Contents of `etc/table-loader`.
+    pub loader: Vec<u8>,
+}
+
+/// Table-loader command numbers and zones.
+mod loader {
+    pub const ALLOCATE: u32 = 1;
+    pub const ADD_POINTER: u32 = 2;
+    pub const ADD_CHECKSUM: u32 = 3;
+    pub const ZONE_HIGH: u8 = 1;
+    pub const ZONE_FSEG: u8 = 2;
+    pub const FILE_LEN: usize = 56;
+    pub const COMMAND_LEN: usize = 128;
+}
+
+struct LoaderScript(Vec<u8>);
+
+impl LoaderScript {
+    fn command(&mut self, cmd: u32, fields: &[&[u8]]) {
+        let start = self.0.len();
+        self.0.extend_from_slice(&cmd.to_le_bytes());
+        for f in fields {
+            self.0.extend_from_slice(f);
+        }
+        self.0.resize(start + loader::COMMAND_LEN, 0);
+    }
+
+    fn file(name: &str) -> [u8; loader::FILE_LEN] {
+        let mut f = [0u8; loader::FILE_LEN];
+        let n = name.len().min(loader::FILE_LEN - 1);
+        f[..n].copy_from_slice(&name.as_bytes()[..n]);
+        f
+    }
+
+    fn allocate(&mut self, name: &str, align: u32, zone: u8) {
+        self.command(
+            loader::ALLOCATE,
+            &[&Self::file(name), &align.to_le_bytes(), &[zone]],
+        );
+    }
+
+    fn add_pointer(&mut self, dest: &str, src: &str, offset: usize, size: usize) {
+        self.command(
+            loader::ADD_POINTER,
+            &[
+                &Self::file(dest),
+                &Self::file(src),
+                &(offset as u32).to_le_bytes(),
+                &[size as u8],
+            ],
+        );
+    }
+
+    fn add_checksum(&mut self, name: &str, at: usize, start: usize, len: usize) {
+        self.command(
+            loader::ADD_CHECKSUM,
+            &[
+                &Self::file(name),
+                &(at as u32).to_le_bytes(),
+                &(start as u32).to_le_bytes(),
+                &(len as u32).to_le_bytes(),
+            ],
+        );
+    }
+}
+
+impl LoaderTables {
+    /// Builds the tables for firmware's table loader.
+    pub fn build(config: &AcpiConfig) -> Result<Self, AcpiError> {
+        use loader_files::*;
+        let (blob, rsdt, xsdt) = build_blob(config)?;
+        let mut script = LoaderScript(Vec::new());
+        script.allocate(RSDP, 16, loader::ZONE_FSEG);
+        script.allocate(TABLES, 64, loader::ZONE_HIGH);
+        let mut tables = blob.bytes.clone();
+        for p in &blob.pointers {
+            let v = (p.target as u64).to_le_bytes();
+            tables[p.at..p.at + p.size].copy_from_slice(&v[..p.size]);
+            script.add_pointer(TABLES, TABLES, p.at, p.size);
+        }
+        for &(start, len) in &blob.tables {
+            tables[start + 9] = 0;
+            script.add_checksum(TABLES, start + 9, start, len);
+        }
+        let mut rsdp = rsdp(&config.oem, rsdt as u64, xsdt as u64);
+        script.add_pointer(RSDP, TABLES, 16, 4);
+        script.add_pointer(RSDP, TABLES, 24, 8);
+        rsdp[8] = 0;
+        rsdp[32] = 0;
+        script.add_checksum(RSDP, 8, 0, 20);
+        script.add_checksum(RSDP, 32, 0, tables::RSDP_LEN);
+        Ok(Self {
+            tables,
+            rsdp,
+            loader: script.0,
+        })
     }
 }
 

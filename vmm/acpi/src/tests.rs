@@ -384,3 +384,74 @@ fn unaligned_table_base_is_rounded_up_for_the_facs() {
     let t = AcpiTables::build(&AcpiConfig::pc(1), TABLES_GPA + 8, RSDP_GPA).unwrap();
     assert_eq!(t.tables_range().start, TABLES_GPA + 64);
 }
+
+/// Runs a table-loader script the way SeaBIOS's `romfile_loader` does, with the files placed
+/// at the given addresses, and returns the patched files.
+fn run_loader(lt: &LoaderTables, rsdp_at: u64, tables_at: u64) -> (Vec<u8>, Vec<u8>) {
+    let mut files = [lt.rsdp.clone(), lt.tables.clone()];
+    let index = |name: &[u8]| {
+        let end = name.iter().position(|&b| b == 0).unwrap();
+        match &name[..end] {
+            b"etc/acpi/rsdp" => 0usize,
+            b"etc/acpi/tables" => 1,
+            other => panic!("unknown file {}", String::from_utf8_lossy(other)),
+        }
+    };
+    let addr = [rsdp_at, tables_at];
+    assert_eq!(lt.loader.len() % 128, 0);
+    let mut allocated = Vec::new();
+    for cmd in lt.loader.chunks(128) {
+        match u32_at(cmd, 0) {
+            1 => {
+                let f = index(&cmd[4..60]);
+                allocated.push(f);
+                let zone = cmd[64];
+                assert_eq!(zone, if f == 0 { 2 } else { 1 });
+            }
+            2 => {
+                let dest = index(&cmd[4..60]);
+                let src = index(&cmd[60..116]);
+                let offset = u32_at(cmd, 116) as usize;
+                let size = usize::from(cmd[120]);
+                assert!(allocated.contains(&dest) && allocated.contains(&src));
+                let mut v = [0u8; 8];
+                v[..size].copy_from_slice(&files[dest][offset..offset + size]);
+                let value = u64::from_le_bytes(v) + addr[src];
+                files[dest][offset..offset + size].copy_from_slice(&value.to_le_bytes()[..size]);
+            }
+            3 => {
+                let f = index(&cmd[4..60]);
+                let at = u32_at(cmd, 60) as usize;
+                let start = u32_at(cmd, 64) as usize;
+                let len = u32_at(cmd, 68) as usize;
+                let s = sum(&files[f][start..start + len]);
+                files[f][at] = files[f][at].wrapping_sub(s);
+            }
+            other => panic!("unexpected loader command {other}"),
+        }
+    }
+    let [rsdp, tables] = files;
+    (rsdp, tables)
+}
+
+#[test]
+fn loader_script_reproduces_the_directly_built_tables() {
+    let config = AcpiConfig::pc(2);
+    let lt = LoaderTables::build(&config).unwrap();
+    let (rsdp, tables) = run_loader(&lt, RSDP_GPA, TABLES_GPA);
+    let direct = AcpiTables::build(&config, TABLES_GPA, RSDP_GPA).unwrap();
+    assert_eq!(rsdp, direct.regions[1].1, "RSDP");
+    assert_eq!(tables, direct.regions[0].1, "tables");
+}
+
+#[test]
+fn loader_files_leave_pointers_as_offsets() {
+    let lt = LoaderTables::build(&AcpiConfig::pc(1)).unwrap();
+    let xsdt = u64_at(&lt.rsdp, 24) as usize;
+    assert_eq!(&lt.tables[xsdt..xsdt + 4], b"XSDT");
+    let fadt = u64_at(&lt.tables, xsdt + 36) as usize;
+    assert_eq!(&lt.tables[fadt..fadt + 4], b"FACP");
+    // First command allocates the RSDP in the F segment.
+    assert_eq!(u32_at(&lt.loader, 0), 1);
+    assert_eq!(&lt.loader[4..17], b"etc/acpi/rsdp");
+}

@@ -26,10 +26,17 @@ for word in $(cat /proc/cmdline); do
     esac
 done
 
+release=$(uname -r)
+
+# Whether a module (name with `_`) is built into the kernel.
+is_builtin() {
+    tr '-' '_' < "/lib/modules/$release/modules.builtin" | grep -q "/$1\.ko\$"
+}
+
 # Loads one module and its dependencies (modules.dep); built-in modules count as loaded.
 load() {
     name=$(echo "$1" | tr '-' '_')
-    if [ -d "/sys/module/$name" ] || modprobe "$1" 2>/dev/null; then
+    if [ -d "/sys/module/$name" ] || is_builtin "$name" || modprobe "$1" 2>/dev/null; then
         say "loaded $1"
     else
         say "failed $1"
@@ -41,7 +48,8 @@ for m in $modules; do
     load "$m"
 done
 
-say ready
+# The readiness marker (exact line), then the kernel release.
+echo "agar-init: ready"
 uname -r
 
 if [ "$poweroff_after_ready" = 1 ]; then

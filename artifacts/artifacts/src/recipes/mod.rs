@@ -2,7 +2,9 @@
 
 use crate::manifest::Recipe;
 
+pub mod cpio;
 pub mod initramfs;
+pub mod kmod;
 
 /// What, besides the manifest entry, decides a recipe's output: its code version and scripts.
 pub(crate) fn fingerprint_input(recipe: &Recipe) -> String {

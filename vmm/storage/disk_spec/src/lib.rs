@@ -9,9 +9,14 @@
 //! SIZE    := digits [ "K" | "KB" | "KiB" | "M" | "MB" | "MiB" | "G" | "GB" | "GiB" | "T" | "TB" | "TiB" ]
 //! ```
 //!
-//! Units are binary (`1MB` = 1 MiB), as in OpenVMM's CLI. A path runs to the first `;`, so
-//! paths containing `;` are not expressible. Every spec prints back (through `Display`) to a
-//! string that parses to the same value.
+//! Units are binary (`1MB` = 1 MiB), as in OpenVMM's CLI. Disk sizes (`mem:`, `create=`) are
+//! non-zero multiples of 512. Each option may appear once. A path runs to the first `;`, so
+//! paths containing `;` are not expressible. Every parsed spec prints back (through `Display`)
+//! to a string that parses to the same value.
+//!
+//! What the options do is `disk::open`'s business: `ro` opens read-only, `create=SIZE` creates
+//! a missing file (format from its extension), `memdiff:` opens its inner disk read-only under
+//! a RAM layer. `direct` parses but `disk::open` refuses it as not implemented.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -137,58 +142,11 @@ impl DiskSpec {
         };
         let rest_offset = offset + kind.len() + 1;
         match kind {
-            "file" => {
-                let mut parts = rest.split(';');
-                let path = parts.next().unwrap_or_default();
-                if path.is_empty() {
-                    return Err(SpecError::new("missing file path", s, offset));
-                }
-                let mut read_only = false;
-                let mut create = None;
-                let mut direct = false;
-                let mut opt_offset = rest_offset + path.len() + 1;
-                for opt in parts {
-                    match opt {
-                        "ro" => read_only = true,
-                        "direct" => direct = true,
-                        _ if opt.starts_with("create=") => {
-                            create = Some(ByteSize(parse_size_at(&opt[7..], opt_offset + 7)?));
-                        }
-                        _ => {
-                            return Err(SpecError::new(
-                                "unknown file option (use ro, direct or create=SIZE)",
-                                opt,
-                                opt_offset,
-                            ));
-                        }
-                    }
-                    opt_offset += opt.len() + 1;
-                }
-                if read_only && create.is_some() {
-                    return Err(SpecError::new(
-                        "`ro` and `create=` cannot be combined",
-                        rest,
-                        rest_offset,
-                    ));
-                }
-                Ok(DiskSpec::File {
-                    path: PathBuf::from(path),
-                    read_only,
-                    create,
-                    direct,
-                })
-            }
-            "mem" => {
-                let size = parse_size_at(rest, rest_offset)?;
-                if size == 0 {
-                    return Err(SpecError::new(
-                        "a RAM disk cannot be empty",
-                        rest,
-                        rest_offset,
-                    ));
-                }
-                Ok(DiskSpec::Mem(ByteSize(size)))
-            }
+            "file" => Self::parse_file(rest, rest_offset),
+            "mem" => Ok(DiskSpec::Mem(ByteSize(parse_disk_size_at(
+                rest,
+                rest_offset,
+            )?))),
             "memdiff" => Ok(DiskSpec::MemDiff(Box::new(Self::parse_at(
                 rest,
                 rest_offset,
@@ -200,6 +158,76 @@ impl DiskSpec {
             )),
         }
     }
+
+    /// `PATH { ";" option }`, starting at `offset`.
+    fn parse_file(rest: &str, offset: usize) -> Result<Self, SpecError> {
+        let mut parts = rest.split(';');
+        let path = parts.next().unwrap_or_default();
+        if path.is_empty() {
+            return Err(SpecError::new("missing file path", path, offset));
+        }
+        let mut read_only = false;
+        let mut create = None;
+        let mut direct = false;
+        let mut opt_offset = offset + path.len() + 1;
+        for opt in parts {
+            let (name, value) = match opt.split_once('=') {
+                Some((name, value)) => (name, Some(value)),
+                None => (opt, None),
+            };
+            let repeated = match (name, value) {
+                ("ro", None) => std::mem::replace(&mut read_only, true),
+                ("direct", None) => std::mem::replace(&mut direct, true),
+                ("create", Some(value)) => {
+                    let size = parse_disk_size_at(value, opt_offset + name.len() + 1)?;
+                    create.replace(ByteSize(size)).is_some()
+                }
+                ("", None) => {
+                    return Err(SpecError::new("empty file option", opt, opt_offset));
+                }
+                _ => {
+                    return Err(SpecError::new(
+                        "unknown file option (use ro, direct or create=SIZE)",
+                        opt,
+                        opt_offset,
+                    ));
+                }
+            };
+            if repeated {
+                return Err(SpecError::new("option given twice", opt, opt_offset));
+            }
+            opt_offset += opt.len() + 1;
+        }
+        if read_only && create.is_some() {
+            return Err(SpecError::new(
+                "`ro` and `create=` cannot be combined",
+                rest,
+                offset,
+            ));
+        }
+        Ok(DiskSpec::File {
+            path: PathBuf::from(path),
+            read_only,
+            create,
+            direct,
+        })
+    }
+}
+
+/// A disk size: non-zero and a whole number of 512-byte sectors.
+fn parse_disk_size_at(s: &str, offset: usize) -> Result<u64, SpecError> {
+    let size = parse_size_at(s, offset)?;
+    if size == 0 {
+        return Err(SpecError::new("a disk cannot be empty", s, offset));
+    }
+    if size % 512 != 0 {
+        return Err(SpecError::new(
+            "a disk size must be a multiple of 512 bytes",
+            s,
+            offset,
+        ));
+    }
+    Ok(size)
 }
 
 impl FromStr for DiskSpec {
@@ -294,5 +322,74 @@ mod tests {
         assert!(DiskSpec::parse("mem:0").is_err());
         assert!(DiskSpec::parse("nocolon").is_err());
         assert!(DiskSpec::parse("file:x;ro;create=1G").is_err());
+    }
+
+    fn err(s: &str) -> (String, String, usize) {
+        let e = DiskSpec::parse(s).unwrap_err();
+        (e.message, e.token, e.offset)
+    }
+
+    #[test]
+    fn options_are_checked_one_by_one() {
+        let (msg, token, offset) = err("file:x.vhd;ro;ro");
+        assert_eq!(
+            (msg.as_str(), token.as_str(), offset),
+            ("option given twice", "ro", 14)
+        );
+        let (msg, token, offset) = err("file:x.vhd;create=1MB;create=2MB");
+        assert_eq!(msg, "option given twice");
+        assert_eq!((token.as_str(), offset), ("create=2MB", 22));
+        let (msg, _, offset) = err("file:x.vhd;;ro");
+        assert_eq!((msg.as_str(), offset), ("empty file option", 11));
+        let (_, token, _) = err("file:x.vhd;ro=1");
+        assert_eq!(token, "ro=1");
+        let (_, token, _) = err("file:x.vhd;create");
+        assert_eq!(token, "create");
+        let (_, token, offset) = err("memdiff:file:x.vhd;create=1000");
+        assert_eq!((token.as_str(), offset), ("1000", 26));
+        let (msg, token, offset) = err("memdiff:file:");
+        assert_eq!(
+            (msg.as_str(), token.as_str(), offset),
+            ("missing file path", "", 13)
+        );
+        let (_, token, offset) = err("memdiff:");
+        assert_eq!((token.as_str(), offset), ("", 8));
+        assert!(DiskSpec::parse("file:x;create=0").is_err());
+        assert!(DiskSpec::parse("mem:513").is_err());
+        assert_eq!(
+            DiskSpec::parse("mem:1536").unwrap(),
+            DiskSpec::Mem(ByteSize(1536))
+        );
+    }
+
+    #[test]
+    fn every_combination_round_trips() {
+        let paths = ["d.vhdx", "/abs/x y.vhd", "C:\\w\\z.img", "a:b", "x=y"];
+        let options = [
+            "",
+            ";ro",
+            ";direct",
+            ";create=4GB",
+            ";ro;direct",
+            ";direct;create=1536",
+        ];
+        for path in paths {
+            for opt in options {
+                for prefix in ["", "memdiff:", "memdiff:memdiff:"] {
+                    let text = format!("{prefix}file:{path}{opt}");
+                    let spec = DiskSpec::parse(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+                    let printed = spec.to_string();
+                    assert_eq!(
+                        DiskSpec::parse(&printed).unwrap(),
+                        spec,
+                        "{text} -> {printed}"
+                    );
+                }
+            }
+        }
+        for size in ["512", "1K", "3MB", "2GiB", "1T", "1536"] {
+            let spec = DiskSpec::parse(&format!("mem:{size}")).unwrap();
+            assert_eq!(DiskSpec::parse(&spec.to_string()).unwrap(), spec);
+        }
     }
 }

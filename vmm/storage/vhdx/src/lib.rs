@@ -238,7 +238,11 @@ impl Vhdx {
                     | spec::payload::ZERO
                     | spec::payload::UNMAPPED
                     | spec::payload::UNMAPPED_QEMU => continue,
-                    spec::payload::FULLY_PRESENT => block_size,
+                    // Old QEMU versions wrote a partial last block: only the part inside the
+                    // virtual disk must be in the file.
+                    spec::payload::FULLY_PRESENT => {
+                        block_size.min(self.meta.disk_size - block * block_size)
+                    }
                     spec::payload::PARTIALLY_PRESENT if self.meta.has_parent => {
                         let chunk = block / self.chunk_ratio;
                         let sb = bat.get(self.bitmap_index(chunk) as usize).copied();

@@ -34,6 +34,9 @@ const MAX_HEAD_ATTEMPTS: usize = 64;
 const MAX_OVERLAY_PAGES: u64 = 1 << 20;
 /// Largest log agar accepts.
 pub const MAX_LOG_LENGTH: u64 = 256 * spec::MIB;
+/// The largest file a log may describe: the largest disk, fully allocated, plus the largest
+/// BAT and generous room for the other structures.
+const MAX_FILE_LENGTH: u64 = spec::MAX_DISK_SIZE + spec::MAX_BAT_BYTES + (1 << 30);
 /// Descriptors that fit in one sector, and in the first (after the 64-byte header).
 const DESCRIPTORS_PER_SECTOR: u64 = LOG_SECTOR_SIZE / 32;
 
@@ -121,8 +124,15 @@ pub fn find_active(
                     head_header.flushed_file_offset.get()
                 )));
             }
+            // The file may have lost its last extensions in the crash, but a log cannot ask
+            // for a file larger than any VHDX can be.
             let last_file_offset = head_header.last_file_offset.get();
-            let limit = file_len.max(last_file_offset);
+            if last_file_offset > MAX_FILE_LENGTH {
+                return Err(Error::corrupt(format!(
+                    "log expects a file of {last_file_offset} bytes"
+                )));
+            }
+            let limit = file_len.max(last_file_offset).next_multiple_of(spec::MIB);
             let mut writes = Vec::new();
             for (_, entry_writes) in entries {
                 for w in entry_writes {
@@ -360,6 +370,9 @@ impl ReplayedFile {
 
 impl ImageFile for ReplayedFile {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
         let end = offset
             .checked_add(buf.len() as u64)
             .filter(|&end| end <= self.len)
@@ -578,6 +591,25 @@ mod tests {
     }
 
     #[test]
+    fn absurd_last_file_offset_is_corrupt_not_an_overflow() {
+        let file = MemFile::new();
+        file.set_size(4 * spec::MIB).unwrap();
+        let guid = Guid::new_random().unwrap();
+        LogWriter::new(REGION)
+            .write_entry(&file, guid, &[(3 * spec::MIB, page(1))], 4 * spec::MIB)
+            .unwrap();
+        // Rewrite the entry's last_file_offset (byte 56 of its header) and its checksum.
+        let mut entry = vec![0u8; 8192];
+        file.read_at(REGION.offset, &mut entry).unwrap();
+        entry[56..64].copy_from_slice(&(u64::MAX - 5).to_le_bytes());
+        let crc = spec::crc32c_with_hole(&entry, spec::LOG_CHECKSUM_OFFSET);
+        entry[4..8].copy_from_slice(&crc.to_le_bytes());
+        file.write_at(REGION.offset, &entry).unwrap();
+        let err = find_active(&file, REGION, guid, 4 * spec::MIB).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupt);
+    }
+
+    #[test]
     fn replayed_file_overlays_pages_without_writing_the_base() {
         let base = Arc::new(MemFile::from_vec(vec![7u8; 3 * 4096]));
         let replay = Replay {
@@ -606,6 +638,7 @@ mod tests {
         assert_eq!(&small[..6], &page(9)[4090..]);
         assert_eq!(&small[6..], &[0; 4]);
         assert!(f.write_at(0, b"x").is_err());
+        f.read_at(0, &mut []).unwrap();
         assert_eq!(base.to_vec(), vec![7u8; 3 * 4096]);
     }
 }

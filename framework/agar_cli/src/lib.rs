@@ -1,1 +1,0 @@
-//! The agar command: artifacts, disks, reports

@@ -1,0 +1,27 @@
+//! Any bytes as a VHDX file: open (read-only and writable, which replays logs) and I/O never
+//! panic, and never grow the file past a small cap.
+
+#![no_main]
+
+use std::sync::Arc;
+
+use image_file::MemFile;
+use libfuzzer_sys::fuzz_target;
+use vhdx::Vhdx;
+
+fuzz_target!(|data: &[u8]| {
+    for read_only in [true, false] {
+        let file = Arc::new(MemFile::with_max_len(data.to_vec(), data.len() as u64 + (64 << 20)));
+        let Ok(vhdx) = Vhdx::open(file, read_only) else {
+            continue;
+        };
+        let size = vhdx.disk_size();
+        let mut buf = vec![0u8; 4096];
+        for offset in [0, size / 2, size.saturating_sub(4096), size] {
+            let offset = offset & !4095;
+            let _ = vhdx.read(offset, &mut buf);
+            let _ = vhdx.write(offset, &buf);
+        }
+        let _ = vhdx.flush();
+    }
+});
