@@ -149,6 +149,7 @@ pub(crate) struct Msrs {
     pub mtrr_def_type: u64,
     pub mtrr: Vec<(u32, u64)>,
     pub spec_ctrl: u64,
+    pub tsc_adjust: u64,
 }
 
 /// One virtual processor's complete state.

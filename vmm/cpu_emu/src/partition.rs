@@ -232,6 +232,10 @@ impl virt::Hypervisor for EmuHypervisor {
         Ok(())
     }
 
+    fn supported_cpuid(&self) -> Result<CpuidTable, VirtError> {
+        Ok(crate::cpuid::supported_cpuid(1))
+    }
+
     fn new_partition(
         &self,
         config: virt::PartitionConfig,

@@ -380,6 +380,8 @@ pub struct Vp {
     cache: CodeCache,
     /// Execute only one instruction in the next block (interrupt shadow).
     one_insn: bool,
+    /// VM time of the next trace-level RIP sample.
+    next_sample_ns: u64,
 }
 
 impl Vp {
@@ -389,6 +391,7 @@ impl Vp {
             cpu: Cpu::new(shared, index, cpuid),
             cache,
             one_insn: false,
+            next_sample_ns: 0,
         }
     }
 
@@ -573,6 +576,18 @@ impl Vp {
         vs.attention.store(false, Ordering::Release);
         vs.icount.store(cpu.icount, Ordering::Relaxed);
         cpu.now_ns = shared.clock.now_ns();
+        if cpu.now_ns >= self.next_sample_ns {
+            // A cheap where-is-the-guest sampler for diagnosing slow boots.
+            self.next_sample_ns = cpu.now_ns + 100_000_000;
+            tracing::trace!(
+                vp = cpu.index,
+                rip = format_args!("{:#x}", cpu.regs[RIP]),
+                cpl = cpu.cpl,
+                halted = cpu.halted,
+                instructions = cpu.icount,
+                "sample"
+            );
+        }
         let code_epoch = cpu.mem.code_epoch();
         if code_epoch != cpu.seen_code_epoch {
             cpu.seen_code_epoch = code_epoch;
