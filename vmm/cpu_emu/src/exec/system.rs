@@ -81,7 +81,12 @@ impl Cpu {
     /// strictly increasing between checks, without reading the host clock per instruction.
     #[inline]
     pub(crate) fn tsc_fast(&mut self) -> u64 {
-        let t = self.tsc_at(self.now_ns).max(self.tsc_last.wrapping_add(1));
+        let mut t = self.tsc_at(self.now_ns).max(self.tsc_last.wrapping_add(1));
+        // Never behind what another processor already read (Linux checks for TSC warps).
+        let high = self.shared.tsc_high.fetch_max(t, Ordering::AcqRel);
+        if high > t {
+            t = high;
+        }
         self.tsc_last = t;
         t
     }
