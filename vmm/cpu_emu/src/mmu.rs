@@ -211,6 +211,7 @@ impl Cpu {
 
     /// The full segment check (null selectors, types, expand-down, limits).
     #[cold]
+    #[inline(never)]
     fn seg_check_slow(&self, s: usize, off: u64, len: u64, write: bool) -> Result<u64, Ex> {
         let vec = if s == SS { SSF } else { GP };
         if self.mode == Mode::Long {
@@ -281,6 +282,7 @@ impl Cpu {
     }
 
     #[cold]
+    #[inline(never)]
     fn read_slow(
         &mut self,
         lin: u64,
@@ -351,7 +353,7 @@ impl Cpu {
         if e.w == lin >> 12 && off <= 4096 - S::BYTES {
             let host = e.host + off;
             if self.mem.store(host, S::W, v) == guest_mem::StoreResult::CodeInvalidated {
-                self.exit_req = true;
+                self.code_written();
             }
             return Ok(());
         }
@@ -393,6 +395,7 @@ impl Cpu {
     }
 
     #[cold]
+    #[inline(never)]
     fn write_slow(
         &mut self,
         lin: u64,
@@ -443,7 +446,7 @@ impl Cpu {
                         .store(off + i as u64, guest_mem::Width::U8, u64::from(b))
                         == guest_mem::StoreResult::CodeInvalidated
                     {
-                        self.exit_req = true;
+                        self.code_written();
                     }
                 }
             }
@@ -467,6 +470,7 @@ impl Cpu {
     }
 
     #[cold]
+    #[inline(never)]
     fn rmw_loc_slow(&mut self, lin: u64, len: u64, io: &dyn ExitHandler) -> Result<Loc, Ex> {
         let user = self.tlb_sel != 0;
         let t = self.translate(lin, Access::Write, user, io)?;
@@ -508,7 +512,7 @@ impl Cpu {
         match loc {
             Loc::Host(off) => {
                 if self.mem.store(off, S::W, v) == guest_mem::StoreResult::CodeInvalidated {
-                    self.exit_req = true;
+                    self.code_written();
                 }
                 Ok(())
             }

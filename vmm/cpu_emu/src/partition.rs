@@ -108,6 +108,9 @@ pub(crate) struct Shared {
     pub tsc_freq: u64,
     /// TSC ticks per ns as 32.32 fixed point.
     pub tsc_mult: u64,
+    /// Highest TSC value any processor has read: RDTSC never returns less, so the TSC is
+    /// monotonic across processors although each computes it from its own cached clock.
+    pub tsc_high: std::sync::atomic::AtomicU64,
     pub apic_freq: u64,
     pub vps: Box<[VpShared]>,
     /// The PIC's INTR output (to VP 0's LINT0).
@@ -130,6 +133,7 @@ impl Shared {
             clock,
             tsc_freq,
             tsc_mult: ((u128::from(tsc_freq) << 32) / 1_000_000_000) as u64,
+            tsc_high: std::sync::atomic::AtomicU64::new(0),
             apic_freq: CRYSTAL_HZ,
             vps: (0..n.max(1)).map(VpShared::new).collect(),
             extint: AtomicBool::new(false),
@@ -230,6 +234,10 @@ impl virt::Hypervisor for EmuHypervisor {
 
     fn check(&self) -> Result<(), VirtError> {
         Ok(())
+    }
+
+    fn supported_cpuid(&self) -> Result<CpuidTable, VirtError> {
+        Ok(crate::cpuid::supported_cpuid(1))
     }
 
     fn new_partition(

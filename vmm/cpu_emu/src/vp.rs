@@ -45,7 +45,7 @@ const MAX_OPS: usize = 4 << 20;
 const JC_BITS: u32 = 12;
 const JC_N: usize = 1 << JC_BITS;
 /// Blocks between event checks.
-const EVENT_INTERVAL: i32 = 64;
+const EVENT_INTERVAL: i32 = 128;
 
 struct Block {
     ops: Vec<Op>,
@@ -158,7 +158,11 @@ impl CodeCache {
         } else {
             return None;
         };
-        if l.tlb_epoch != cpu.tlb.epoch || !self.current(cpu, l.idx) {
+        // A link's target is current while the TLB epoch is unchanged: it is bumped by this
+        // processor's stores into code (`Cpu::code_written`) and, at every event check, when
+        // anyone else changed code (as with real cross-modifying code, the executing
+        // processor notices within a short, bounded time).
+        if l.tlb_epoch != cpu.tlb.epoch {
             return None;
         }
         Some(l.idx)
@@ -204,6 +208,7 @@ impl CodeCache {
 
     /// `ip` is the offset in CS, `rip` the linear address of the block.
     #[cold]
+    #[inline(never)]
     fn lookup_slow(
         &mut self,
         cpu: &mut Cpu,
@@ -375,6 +380,8 @@ pub struct Vp {
     cache: CodeCache,
     /// Execute only one instruction in the next block (interrupt shadow).
     one_insn: bool,
+    /// VM time of the next trace-level RIP sample.
+    next_sample_ns: u64,
 }
 
 impl Vp {
@@ -384,6 +391,7 @@ impl Vp {
             cpu: Cpu::new(shared, index, cpuid),
             cache,
             one_insn: false,
+            next_sample_ns: 0,
         }
     }
 
@@ -436,15 +444,8 @@ impl Vp {
                 continue;
             }
             self.cpu.countdown -= 1;
-            let mut rip = self.cpu.regs[RIP];
-            if self.cpu.bitness != 64 {
-                rip &= if self.cpu.bitness == 16 {
-                    0xffff
-                } else {
-                    0xffff_ffff
-                };
-                self.cpu.regs[RIP] = rip;
-            }
+            let rip = self.cpu.regs[RIP] & self.cpu.ip_mask;
+            self.cpu.regs[RIP] = rip;
             let lin = rip.wrapping_add(self.cpu.seg_base[CS]) & self.cpu.lin_mask;
             let idx = match self.cache.chained(&self.cpu, prev, lin) {
                 Some(idx) => {
@@ -471,7 +472,13 @@ impl Vp {
                 }
             };
             match self.exec_block(idx, io) {
-                Ok(()) => prev = idx,
+                Ok(()) => {
+                    prev = idx;
+                    if self.cpu.smc {
+                        self.cpu.smc = false;
+                        prev = NONE;
+                    }
+                }
                 Err(e) => {
                     prev = NONE;
                     if let Some(s) = self.handle(e, io)? {
@@ -495,9 +502,13 @@ impl Vp {
             &ops[..]
         };
         let mut n = 0u64;
+        // Only the last op of a block changes RIP, so the next instruction's address is
+        // tracked in a register rather than reloaded from memory after every handler.
+        let mut next = cpu.regs[RIP];
         for op in ops {
-            let start = cpu.regs[RIP];
-            cpu.regs[RIP] = start.wrapping_add(u64::from(op.len));
+            let start = next;
+            next = start.wrapping_add(u64::from(op.len));
+            cpu.regs[RIP] = next;
             if let Err(e) = (op.f)(cpu, op, io) {
                 if !matches!(e, Ex::Halt) {
                     cpu.regs[RIP] = start;
@@ -565,6 +576,23 @@ impl Vp {
         vs.attention.store(false, Ordering::Release);
         vs.icount.store(cpu.icount, Ordering::Relaxed);
         cpu.now_ns = shared.clock.now_ns();
+        if cpu.now_ns >= self.next_sample_ns {
+            // A cheap where-is-the-guest sampler for diagnosing slow boots.
+            self.next_sample_ns = cpu.now_ns + 100_000_000;
+            tracing::trace!(
+                vp = cpu.index,
+                rip = format_args!("{:#x}", cpu.regs[RIP]),
+                cpl = cpu.cpl,
+                halted = cpu.halted,
+                instructions = cpu.icount,
+                "sample"
+            );
+        }
+        let code_epoch = cpu.mem.code_epoch();
+        if code_epoch != cpu.seen_code_epoch {
+            cpu.seen_code_epoch = code_epoch;
+            cpu.tlb.epoch = cpu.tlb.epoch.wrapping_add(1);
+        }
         if shared.stop.load(Ordering::Acquire) {
             return Ok(Some(Stop::Stopped));
         }

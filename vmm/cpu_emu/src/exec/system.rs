@@ -23,6 +23,7 @@ use crate::size::W;
 /// The MSRs this CPU implements itself.
 pub(crate) mod msr {
     pub const TSC: u32 = 0x10;
+    pub const TSC_ADJUST: u32 = 0x3b;
     pub const PLATFORM_ID: u32 = 0x17;
     pub const APIC_BASE: u32 = 0x1b;
     pub const UCODE_REV: u32 = 0x8b;
@@ -80,7 +81,12 @@ impl Cpu {
     /// strictly increasing between checks, without reading the host clock per instruction.
     #[inline]
     pub(crate) fn tsc_fast(&mut self) -> u64 {
-        let t = self.tsc_at(self.now_ns).max(self.tsc_last.wrapping_add(1));
+        let mut t = self.tsc_at(self.now_ns).max(self.tsc_last.wrapping_add(1));
+        // Never behind what another processor already read (Linux checks for TSC warps).
+        let high = self.shared.tsc_high.fetch_max(t, Ordering::AcqRel);
+        if high > t {
+            t = high;
+        }
         self.tsc_last = t;
         t
     }
@@ -114,6 +120,7 @@ impl Cpu {
                 self.tsc_fast()
             }
             msr::PLATFORM_ID => 0,
+            msr::TSC_ADJUST => self.msr.tsc_adjust,
             msr::APIC_BASE => self.apic.base_msr,
             msr::UCODE_REV => 0x1_0000_0000,
             msr::ARCH_CAPABILITIES => ARCH_CAP,
@@ -148,8 +155,17 @@ impl Cpu {
         let canonical = ((v << 16) as i64 >> 16) as u64 == v;
         match m {
             msr::TSC => {
+                // Writing the TSC moves TSC_ADJUST by the same amount (SDM 17.17.3).
                 let now = self.tsc() as i128;
-                self.tsc_offset += i128::from(v) - now;
+                let delta = i128::from(v) - now;
+                self.tsc_offset += delta;
+                self.msr.tsc_adjust = self.msr.tsc_adjust.wrapping_add(delta as u64);
+                self.tsc_last = 0;
+            }
+            msr::TSC_ADJUST => {
+                let delta = i128::from(v as i64) - i128::from(self.msr.tsc_adjust as i64);
+                self.tsc_offset += delta;
+                self.msr.tsc_adjust = v;
                 self.tsc_last = 0;
             }
             msr::PLATFORM_ID | msr::UCODE_REV => {}
