@@ -329,8 +329,12 @@ impl Machine {
                 cpuid::baseline()
             }
         };
-        let tsc_hz = Some(partition.tsc_frequency()).filter(|&hz| hz > 0);
-        let table = cpuid::machine_cpuid(&supported, config.processors, tsc_hz);
+        let clocks = cpuid::Clocks {
+            tsc_hz: partition.tsc_frequency(),
+            apic_hz: partition.apic_timer_frequency(),
+        };
+        let clocks = (clocks.tsc_hz > 0 && clocks.apic_hz > 0).then_some(clocks);
+        let table = cpuid::machine_cpuid(&supported, config.processors, clocks);
         let processors = (0..config.processors)
             .map(|i| partition.create_processor(i, &table))
             .collect::<Result<Vec<_>, _>>()?;
