@@ -5,9 +5,28 @@
 //! artifacts therefore needs a Debian or Ubuntu host whose apt sources include Debian 12
 //! ("bookworm", with bookworm-security for the 6.12 kernel).
 
+use std::ffi::OsString;
 use std::path::Path;
 use std::path::PathBuf;
 use std::process::Command;
+
+/// The apt programs to run (the host's `apt-get` and `apt-cache` unless told otherwise).
+#[derive(Debug, Clone)]
+pub struct Apt {
+    /// `apt-get`.
+    pub apt_get: OsString,
+    /// `apt-cache`.
+    pub apt_cache: OsString,
+}
+
+impl Default for Apt {
+    fn default() -> Self {
+        Self {
+            apt_get: "apt-get".into(),
+            apt_cache: "apt-cache".into(),
+        }
+    }
+}
 
 /// A failed apt command.
 #[derive(Debug, thiserror::Error)]
@@ -66,22 +85,65 @@ fn run(cmd: &mut Command) -> Result<String, AptError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// The package a metapackage depends on (its first real `Depends:`).
-pub fn resolve_metapackage(meta: &str) -> Result<String, AptError> {
-    let out = run(Command::new("apt-cache").args([
-        "depends",
-        "--no-recommends",
-        "--no-suggests",
-        "--no-conflicts",
-        "--no-breaks",
-        "--no-replaces",
-        "--no-enhances",
-        meta,
-    ]))?;
-    parse_first_depends(&out).ok_or_else(|| AptError::Failed {
-        command: format!("apt-cache depends {meta}"),
-        detail: "no `Depends:` line".into(),
-    })
+impl Apt {
+    /// The package a metapackage depends on (its first real `Depends:`).
+    pub fn resolve_metapackage(&self, meta: &str) -> Result<String, AptError> {
+        let out = run(Command::new(&self.apt_cache).args([
+            "depends",
+            "--no-recommends",
+            "--no-suggests",
+            "--no-conflicts",
+            "--no-breaks",
+            "--no-replaces",
+            "--no-enhances",
+            meta,
+        ]))?;
+        parse_first_depends(&out).ok_or_else(|| AptError::Failed {
+            command: format!("apt-cache depends {meta}"),
+            detail: "no `Depends:` line".into(),
+        })
+    }
+
+    /// The version apt would download for `package` (`Candidate:` of `apt-cache policy`).
+    pub fn candidate_version(&self, package: &str) -> Result<String, AptError> {
+        let out = run(Command::new(&self.apt_cache).args(["policy", package]))?;
+        parse_candidate(&out).ok_or_else(|| AptError::Failed {
+            command: format!("apt-cache policy {package}"),
+            detail: "Unable to locate package (no candidate version)".into(),
+        })
+    }
+
+    /// Downloads `package` (`version`, or the candidate) into the empty directory `dir`; returns
+    /// the `.deb` path.
+    pub fn download(
+        &self,
+        package: &str,
+        version: Option<&str>,
+        dir: &Path,
+    ) -> Result<PathBuf, AptError> {
+        let spec = match version {
+            Some(v) => format!("{package}={v}"),
+            None => package.to_owned(),
+        };
+        run(Command::new(&self.apt_get)
+            .args(["download", "-q", &spec])
+            .current_dir(dir))?;
+        let debs: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| AptError::Failed {
+                command: format!("apt-get download {spec}"),
+                detail: e.to_string(),
+            })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "deb"))
+            .collect();
+        match <[PathBuf; 1]>::try_from(debs) {
+            Ok([deb]) => Ok(deb),
+            Err(found) => Err(AptError::Failed {
+                command: format!("apt-get download {spec}"),
+                detail: format!("expected one .deb, found {}", found.len()),
+            }),
+        }
+    }
 }
 
 fn parse_first_depends(out: &str) -> Option<String> {
@@ -92,48 +154,12 @@ fn parse_first_depends(out: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The version apt would download for `package` (`Candidate:` of `apt-cache policy`).
-pub fn candidate_version(package: &str) -> Result<String, AptError> {
-    let out = run(Command::new("apt-cache").args(["policy", package]))?;
-    parse_candidate(&out).ok_or_else(|| AptError::Failed {
-        command: format!("apt-cache policy {package}"),
-        detail: "Unable to locate package (no candidate version)".into(),
-    })
-}
-
 fn parse_candidate(out: &str) -> Option<String> {
     out.lines()
         .filter_map(|l| l.trim().strip_prefix("Candidate:"))
         .map(str::trim)
         .find(|v| !v.is_empty() && *v != "(none)")
         .map(str::to_owned)
-}
-
-/// Downloads `package` (`version`, or the candidate) into the empty directory `dir`; returns
-/// the `.deb` path.
-pub fn download(package: &str, version: Option<&str>, dir: &Path) -> Result<PathBuf, AptError> {
-    let spec = match version {
-        Some(v) => format!("{package}={v}"),
-        None => package.to_owned(),
-    };
-    run(Command::new("apt-get")
-        .args(["download", "-q", &spec])
-        .current_dir(dir))?;
-    let debs: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| AptError::Failed {
-            command: format!("apt-get download {spec}"),
-            detail: e.to_string(),
-        })?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "deb"))
-        .collect();
-    match <[PathBuf; 1]>::try_from(debs) {
-        Ok([deb]) => Ok(deb),
-        Err(found) => Err(AptError::Failed {
-            command: format!("apt-get download {spec}"),
-            detail: format!("expected one .deb, found {}", found.len()),
-        }),
-    }
 }
 
 #[cfg(test)]

@@ -44,11 +44,6 @@ impl Sha256 {
         }
         Ok(hasher.finish())
     }
-
-    /// The lowercase hex form.
-    pub fn to_hex(&self) -> String {
-        self.to_string()
-    }
 }
 
 impl fmt::Display for Sha256 {

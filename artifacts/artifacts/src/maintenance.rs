@@ -93,7 +93,7 @@ pub fn gc(cache: &Cache, catalog: &Catalog, dry_run: bool) -> Result<GcReport, C
         if let Some((sha, _)) = catalog.pinned(entry) {
             live.insert(sha);
         }
-        if let Some(l) = catalog.lock.get(&entry.name) {
+        if let Some(l) = catalog.lock.get(entry.name()) {
             live.extend(l.debs.iter().map(|d| d.sha256));
         }
     }

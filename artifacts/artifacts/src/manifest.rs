@@ -165,24 +165,51 @@ pub enum Source {
 /// One manifest entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Entry {
-    /// The artifact name (the table key).
-    pub name: String,
-    /// Its format.
-    pub format: Format,
-    /// Where it comes from.
-    pub source: Source,
+    name: String,
+    format: Format,
+    source: Source,
+    /// [`Entry::spec`], computed once when the entry is made.
+    #[serde(skip)]
+    spec: Sha256,
 }
 
 impl Entry {
+    /// An entry; computes its spec.
+    pub fn new(name: String, format: Format, source: Source) -> Self {
+        let mut entry = Self {
+            name,
+            format,
+            source,
+            spec: Sha256([0; 32]),
+        };
+        let mut text = serde_json::to_string(&entry).unwrap_or_default();
+        if let Source::Build(recipe) = entry.source() {
+            text.push_str(&recipes::fingerprint_input(recipe));
+        }
+        entry.spec = Sha256::of(text.as_bytes());
+        entry
+    }
+
+    /// The artifact name (the table key).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its format.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// Where it comes from.
+    pub fn source(&self) -> &Source {
+        &self.source
+    }
+
     /// A fingerprint of everything that decides this artifact's bytes besides its Debian
     /// inputs: the entry and, for recipes, the recipe's code and scripts. A cached copy made
     /// with a different fingerprint is stale.
     pub fn spec(&self) -> Sha256 {
-        let mut text = serde_json::to_string(self).unwrap_or_default();
-        if let Source::Build(recipe) = &self.source {
-            text.push_str(&recipes::fingerprint_input(recipe));
-        }
-        Sha256::of(text.as_bytes())
+        self.spec
     }
 }
 
@@ -247,15 +274,15 @@ impl Manifest {
 
     fn check_references(&self, origin: &str) -> Result<(), ManifestError> {
         for entry in self.entries.values() {
-            if let Source::Build(Recipe::Initramfs { kernel, .. }) = &entry.source {
+            if let Source::Build(Recipe::Initramfs { kernel, .. }) = entry.source() {
                 let ok = matches!(
-                    self.entries.get(kernel).map(|k| &k.source),
+                    self.entries.get(kernel).map(|k| k.source()),
                     Some(Source::Deb { .. })
                 );
                 if !ok {
                     return Err(ManifestError::Entry {
                         origin: origin.to_owned(),
-                        name: entry.name.clone(),
+                        name: entry.name().to_owned(),
                         reason: format!("kernel `{kernel}` must be a deb-sourced artifact"),
                     });
                 }
@@ -396,11 +423,7 @@ fn convert_entry(name: &str, raw: RawEntry) -> Result<Entry, String> {
             }
         }
     };
-    Ok(Entry {
-        name: name.to_owned(),
-        format,
-        source,
-    })
+    Ok(Entry::new(name.to_owned(), format, source))
 }
 
 /// Module names as `modprobe` takes them (letters, digits, `_` and `-`).
@@ -534,11 +557,11 @@ impl Catalog {
     /// The digest and size an artifact is expected to have, when that is known in advance:
     /// from the manifest for `url` sources, from the lock (if its spec is current) otherwise.
     pub fn pinned(&self, entry: &Entry) -> Option<(Sha256, u64)> {
-        match &entry.source {
+        match entry.source() {
             Source::Url { sha256, size, .. } => Some((*sha256, *size)),
             _ => self
                 .lock
-                .get(&entry.name)
+                .get(entry.name())
                 .filter(|l| l.spec == entry.spec())
                 .map(|l| (l.sha256, l.size)),
         }
@@ -568,9 +591,9 @@ mod tests {
         }
         for entry in catalog.manifest.entries() {
             assert!(
-                ids::ArtifactId::by_name(&entry.name).is_some(),
+                ids::ArtifactId::by_name(entry.name()).is_some(),
                 "manifest entry {} has no id in ids.rs",
-                entry.name
+                entry.name()
             );
         }
     }
@@ -581,18 +604,18 @@ mod tests {
         // refreshed (`agar artifacts restore --update-lock`) in the same change.
         let catalog = Catalog::builtin().unwrap();
         for entry in catalog.manifest.entries() {
-            if matches!(entry.source, Source::Url { .. }) {
+            if matches!(entry.source(), Source::Url { .. }) {
                 continue;
             }
             let locked = catalog
                 .lock
-                .get(&entry.name)
-                .unwrap_or_else(|| panic!("{} is not in artifacts.lock", entry.name));
+                .get(entry.name())
+                .unwrap_or_else(|| panic!("{} is not in artifacts.lock", entry.name()));
             assert_eq!(
                 locked.spec,
                 entry.spec(),
                 "{}: artifacts.lock is stale; run `cargo run -p agar_cli -- artifacts restore --update-lock`",
-                entry.name
+                entry.name()
             );
         }
     }

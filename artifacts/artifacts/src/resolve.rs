@@ -1,8 +1,10 @@
 //! Test-time resolution: artifact id -> local path, never building or downloading.
 //!
-//! Order: `$AGAR_ARTIFACTS_DIR/<name>` if that file exists; then the cache's ref for the
-//! artifact, if it was made from the current manifest entry and its blob is present; then the
-//! blob the lock pins; else [`ResolveError::Missing`] naming the command that provides it.
+//! Order: `$AGAR_ARTIFACTS_DIR/<name>` if that file exists; then the blob the manifest or lock
+//! pins, if the cache has it; then the cache's ref for the artifact (what the last restore
+//! made, e.g. from newer Debian packages than the lock pins), if it was made from the current
+//! manifest entry and recipe and its blob is present; else [`ResolveError::Missing`] (or
+//! [`ResolveError::Stale`]) naming the command that provides it.
 
 use std::path::Path;
 use std::path::PathBuf;
@@ -171,21 +173,26 @@ impl Resolver {
             .manifest
             .get(name)
             .ok_or_else(|| ResolveError::Unknown(name.to_owned()))?;
-        let spec = entry.spec();
-        let mut stale = false;
-        if let Some(r) = self.cache.artifact_ref(name)? {
-            if r.spec == spec {
-                if let Some(path) = self.cache.blob_if_present(&r.sha256, r.size) {
-                    return Ok((path, Origin::Cache));
-                }
-            } else {
-                stale = true;
-            }
-        }
-        if let Some((sha, size)) = self.catalog.pinned(entry)
+        // The pinned file first: after a lock change it wins over an older restore.
+        let pinned = self.catalog.pinned(entry);
+        if let Some((sha, size)) = pinned
             && let Some(path) = self.cache.blob_if_present(&sha, size)
         {
             return Ok((path, Origin::Cache));
+        }
+        let mut stale = false;
+        if let Some(r) = self.cache.artifact_ref(name)? {
+            if r.spec != entry.spec() {
+                stale = true;
+            } else if let Some(path) = self.cache.blob_if_present(&r.sha256, r.size) {
+                if pinned.is_some() {
+                    tracing::warn!(
+                        artifact = name,
+                        "the cache holds a version made from other packages than artifacts.lock pins; {RESTORE_COMMAND} to get the pinned one"
+                    );
+                }
+                return Ok((path, Origin::Cache));
+            }
         }
         let cache = self.cache.root().to_owned();
         let name = name.to_owned();
@@ -293,6 +300,30 @@ mod tests {
         let resolver = Resolver::new(cache, None, url_catalog(b"new"));
         let err = resolver.resolve_name("thing").unwrap_err();
         assert!(matches!(err, ResolveError::Stale { .. }), "{err}");
+    }
+
+    #[test]
+    fn pinned_blob_wins_over_an_older_restore() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path());
+        cache.ensure_layout().unwrap();
+        let catalog = url_catalog(b"new");
+        let spec = catalog.manifest.get("thing").unwrap().spec();
+        let (old, old_path) = cache.insert_bytes(b"old").unwrap();
+        let ref_to_old = LockedArtifact {
+            sha256: old,
+            size: 3,
+            spec,
+            debs: vec![],
+        };
+        cache.set_artifact_ref("thing", &ref_to_old).unwrap();
+        let resolver = Resolver::new(cache.clone(), None, catalog);
+        // Only the older file: it is used (with a warning).
+        assert_eq!(resolver.resolve_name("thing").unwrap(), old_path);
+
+        let (_, new_path) = cache.insert_bytes(b"new").unwrap();
+
+        assert_eq!(resolver.resolve_name("thing").unwrap(), new_path);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::OnceLock;
 
-use crate::apt;
+use crate::apt::Apt;
 use crate::apt::AptError;
 use crate::cache::Cache;
 use crate::cache::CacheIoError;
@@ -84,6 +84,9 @@ pub enum RestoreError {
     /// A bug in agar.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The HTTP client could not be set up.
+    #[error("cannot set up the HTTP client: {0}")]
+    HttpClient(String),
     /// Downloading failed.
     #[error(transparent)]
     Download(#[from] DownloadError),
@@ -144,6 +147,8 @@ pub struct RestoreOptions {
     pub jobs: usize,
     /// Download retry policy.
     pub download: DownloadOptions,
+    /// The apt programs.
+    pub apt: Apt,
 }
 
 impl Default for RestoreOptions {
@@ -153,6 +158,7 @@ impl Default for RestoreOptions {
             update_lock: false,
             jobs: 4,
             download: DownloadOptions::default(),
+            apt: Apt::default(),
         }
     }
 }
@@ -238,7 +244,7 @@ impl Restorer {
             self.catalog
                 .manifest
                 .entries()
-                .map(|e| e.name.clone())
+                .map(|e| e.name().to_owned())
                 .collect()
         } else {
             names.to_vec()
@@ -296,7 +302,7 @@ impl Restorer {
         let mut lock = self.catalog.lock.clone();
         for r in restored {
             if matches!(
-                self.catalog.manifest.get(&r.name).map(|e| &e.source),
+                self.catalog.manifest.get(&r.name).map(|e| e.source()),
                 Some(Source::Url { .. }) | None
             ) {
                 continue;
@@ -353,7 +359,7 @@ impl Restorer {
             .manifest
             .get(name)
             .ok_or_else(|| RestoreError::Unknown(name.to_owned()))?;
-        let kernel = match &entry.source {
+        let kernel = match entry.source() {
             Source::Build(Recipe::Initramfs { kernel, .. }) => Some(self.restore_one(kernel)?),
             _ => None,
         };
@@ -387,7 +393,7 @@ impl Restorer {
             };
 
         // 1. Up to date: the ref matches the pins.
-        if let Source::Url { url, sha256, size } = &entry.source {
+        if let Source::Url { url, sha256, size } = entry.source() {
             let record = LockedArtifact {
                 sha256: *sha256,
                 size: *size,
@@ -431,7 +437,7 @@ impl Restorer {
         }
 
         // 3. Fetch the inputs, then extract or build.
-        let (record, bytes, outcome) = match &entry.source {
+        let (record, bytes, outcome) = match entry.source() {
             Source::Deb { package, file } => {
                 let locked = pinned.as_ref().and_then(|p| p.debs.first());
                 let (deb, deb_path) = self.get_deb(package, locked, name, &mut warnings)?;
@@ -569,13 +575,7 @@ impl Restorer {
                 Downloader::new(self.options.download.clone()).map_err(|e| e.to_string())
             })
             .as_ref()
-            .map_err(|e| {
-                RestoreError::Download(DownloadError::GaveUp {
-                    url: String::new(),
-                    attempts: 0,
-                    last: e.clone(),
-                })
-            })
+            .map_err(|e| RestoreError::HttpClient(e.clone()))
     }
 
     /// A Debian package in the cache: the locked version if possible, else the current one.
@@ -604,27 +604,19 @@ impl Restorer {
             if let Some(path) = self.cached_deb(l)? {
                 return Ok((l.clone(), path));
             }
-            match self.apt_download(&l.package, &l.version) {
-                Ok((deb, path)) if deb.sha256 == l.sha256 => return Ok((deb, path)),
-                Ok((deb, _)) => {
-                    return Err(RestoreError::DebMismatch {
-                        package: l.package.clone(),
-                        version: l.version.clone(),
-                        expected: l.sha256,
-                        actual: deb.sha256,
-                    });
+            match self.apt_download(&l.package, &l.version, Some(l)) {
+                Ok(found) => return Ok(found),
+                Err(RestoreError::Apt(e @ AptError::Failed { .. })) => {
+                    tracing::debug!(error = %e, "the locked package is not available");
                 }
-                Err(RestoreError::Apt(AptError::Missing)) => return Err(AptError::Missing.into()),
-                Err(e) => {
-                    tracing::debug!(error = %e, "locked package not available");
-                }
+                Err(e) => return Err(e),
             }
         }
         let real = match package {
             DebPackage::Package(p) => p.clone(),
-            DebPackage::Meta(m) => apt::resolve_metapackage(m)?,
+            DebPackage::Meta(m) => self.options.apt.resolve_metapackage(m)?,
         };
-        let version = apt::candidate_version(&real)?;
+        let version = self.options.apt.candidate_version(&real)?;
         if let Some(l) = locked {
             self.warn(
                 warnings,
@@ -640,7 +632,7 @@ impl Restorer {
         {
             return Ok((known, path));
         }
-        self.apt_download(&real, &version)
+        self.apt_download(&real, &version, None)
     }
 
     fn cached_deb(&self, deb: &LockedDeb) -> Result<Option<PathBuf>, RestoreError> {
@@ -653,11 +645,13 @@ impl Restorer {
         Ok(Some(path))
     }
 
-    /// `apt-get download package=version` into the cache.
+    /// `apt-get download package=version` into the cache; with `expected`, the package must
+    /// have the locked digest (checked before anything is cached).
     fn apt_download(
         &self,
         package: &str,
         version: &str,
+        expected: Option<&LockedDeb>,
     ) -> Result<(LockedDeb, PathBuf), RestoreError> {
         let dir = self.cache.tmp_path(&format!("apt-{package}"));
         let _ = std::fs::remove_dir_all(&dir);
@@ -670,13 +664,33 @@ impl Restorer {
             .progress
             .task(&format!("apt-get download {package}={version}"), None);
         let result = (|| {
-            let downloaded = apt::download(package, Some(version), &dir)?;
+            let downloaded = self.options.apt.download(package, Some(version), &dir)?;
             let control = deb::control(&downloaded)?;
             let (sha256, size) = Sha256::of_file(&downloaded).map_err(|source| CacheIoError {
                 action: "cannot read",
                 path: downloaded.clone(),
                 source,
             })?;
+            if control.package != package || control.version != version {
+                return Err(DebError {
+                    path: downloaded.clone(),
+                    reason: format!(
+                        "apt delivered {} {} when asked for {package} {version}",
+                        control.package, control.version
+                    ),
+                }
+                .into());
+            }
+            if let Some(l) = expected
+                && l.sha256 != sha256
+            {
+                return Err(RestoreError::DebMismatch {
+                    package: l.package.clone(),
+                    version: l.version.clone(),
+                    expected: l.sha256,
+                    actual: sha256,
+                });
+            }
             let deb = LockedDeb {
                 package: control.package,
                 version: control.version,

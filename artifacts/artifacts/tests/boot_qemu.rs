@@ -249,7 +249,7 @@ fn initramfs_rebuilt_from_the_cached_packages_is_byte_identical() {
     };
     let artifacts::manifest::Source::Build(artifacts::manifest::Recipe::Initramfs {
         modules, ..
-    }) = &resolver.catalog().manifest.get(name).unwrap().source
+    }) = resolver.catalog().manifest.get(name).unwrap().source()
     else {
         panic!("{name} is not an initramfs recipe")
     };

@@ -58,6 +58,7 @@ fn restorer(cache: &Path, catalog: Catalog, offline: bool) -> Restorer {
                 backoff: Duration::from_millis(20),
                 ..DownloadOptions::default()
             },
+            ..RestoreOptions::default()
         },
         Progress::Silent,
     )

@@ -195,6 +195,7 @@ impl Args {
                     backoff: Duration::from_millis(args.retry_delay_ms),
                     ..DownloadOptions::default()
                 },
+                ..RestoreOptions::default()
             },
             Progress::for_stderr(),
         );
@@ -254,8 +255,8 @@ fn list(cache: Cache, catalog: Catalog, json: bool) -> anyhow::Result<ExitCode> 
     let resolver = resolver(cache.clone(), catalog.clone());
     let mut rows = Vec::new();
     for entry in catalog.manifest.entries() {
-        let id = ArtifactId::by_name(&entry.name);
-        let (status, path) = match resolver.resolve_with_origin(&entry.name) {
+        let id = ArtifactId::by_name(entry.name());
+        let (status, path) = match resolver.resolve_with_origin(entry.name()) {
             Ok((p, Origin::OverrideDir)) => ("override", Some(p)),
             Ok((p, Origin::Cache)) => ("cached", Some(p)),
             Err(ResolveError::Stale { .. }) => ("stale", None),
@@ -264,7 +265,7 @@ fn list(cache: Cache, catalog: Catalog, json: bool) -> anyhow::Result<ExitCode> 
         };
         // The digest of what is in the cache if it is there, else what the pins say.
         let in_cache = cache
-            .artifact_ref(&entry.name)?
+            .artifact_ref(entry.name())?
             .filter(|r| r.spec == entry.spec() && status == "cached");
         let (sha256, size) = match in_cache {
             Some(r) => (Some(r.sha256), Some(r.size)),
@@ -273,11 +274,11 @@ fn list(cache: Cache, catalog: Catalog, json: bool) -> anyhow::Result<ExitCode> 
                 .map_or((None, None), |(s, n)| (Some(s), Some(n))),
         };
         rows.push(ListRow {
-            name: entry.name.clone(),
+            name: entry.name().to_owned(),
             kind: id.map(|i| i.kind().as_str()),
             os: id.map(|i| i.os().as_str()),
-            format: entry.format.as_str(),
-            source: match &entry.source {
+            format: entry.format().as_str(),
+            source: match entry.source() {
                 Source::Url { url, .. } => url.clone(),
                 Source::Deb { package, file } => format!("deb:{}:{file}", package.name()),
                 Source::Build(r) => match r {

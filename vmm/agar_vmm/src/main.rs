@@ -121,6 +121,7 @@ fn run(config: &VmConfig, no_kvm_check: bool, started: std::time::Instant) -> Re
     machine_config.serial = config.serial.clone();
     machine_config.firmware_log = config.firmware_log.clone();
     machine_config.hv = config.hv;
+    machine_config.disks = config.disks.clone();
     let mut machine = Machine::new(&machine_config, &*selected.hypervisor)
         .context("building the machine")
         .map_err(other_error)?;
