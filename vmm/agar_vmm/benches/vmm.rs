@@ -131,10 +131,18 @@ fn timer_loop(a: &mut CodeAssembler, ticks: u32) {
     };
     lapic(a, 0xf0, 0x1ff);
     lapic(a, 0x3e0, 0xb);
-    // Periodic, vector 0x40; initial count set by the caller's knowledge of the bus clock:
-    // 100 us at 1 GHz (KVM) is 100_000 ticks. Backends with another APIC clock scale it.
+    // Periodic, vector 0x40, 100 us: the APIC timer clock is CPUID 0x15 ECX (the machine states
+    // it there), so the count is ECX / 10_000.
     lapic(a, 0x320, 0x2_0040);
-    lapic(a, 0x380, 100_000);
+    a.mov(eax, 0x15).unwrap();
+    a.xor(ecx, ecx).unwrap();
+    a.cpuid().unwrap();
+    a.mov(eax, ecx).unwrap();
+    a.xor(edx, edx).unwrap();
+    a.mov(ecx, 10_000).unwrap();
+    a.div(ecx).unwrap();
+    a.mov(rdi, 0xfee0_0380u64).unwrap();
+    a.mov(dword_ptr(rdi), eax).unwrap();
     a.xor(r15d, r15d).unwrap();
     let mut wait = a.create_label();
     a.set_label(&mut wait).unwrap();

@@ -362,8 +362,12 @@ impl Machine {
                 cpuid::baseline()
             }
         };
-        let tsc_hz = Some(partition.tsc_frequency()).filter(|&hz| hz > 0);
-        let mut table = cpuid::machine_cpuid(&supported, config.processors, tsc_hz);
+        let clocks = cpuid::Clocks {
+            tsc_hz: partition.tsc_frequency(),
+            apic_hz: partition.apic_timer_frequency(),
+        };
+        let clocks = (clocks.tsc_hz > 0 && clocks.apic_hz > 0).then_some(clocks);
+        let mut table = cpuid::machine_cpuid(&supported, config.processors, clocks);
         if let Some(h) = &hyperv {
             h.apply_cpuid(&mut table);
         }
