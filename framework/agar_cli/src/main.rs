@@ -45,6 +45,8 @@ subcommands! {
     Artifacts => artifacts_cmd,
     /// Boot the default guest (Debian 12 kernel + agar initramfs) with agar-vmm.
     Run => run_cmd,
+    /// Write the HTML matrix report of a VM test run.
+    Report => report_cmd,
 }
 
 /// agar: test operating systems and firmware in virtual machines.
