@@ -55,6 +55,7 @@ fn find_or_build_agent() -> Result<PathBuf> {
         "RUSTFLAGS='-C target-feature=+crt-static' cargo build -p agent --target {AGENT_TARGET}"
     );
     tracing::info!(%command, "building the guest agent");
+    let started = std::time::Instant::now();
     let out = std::process::Command::new(&cargo)
         .args(["build", "--quiet", "-p", "agent", "--target", AGENT_TARGET])
         .current_dir(&workspace)
@@ -74,6 +75,11 @@ fn find_or_build_agent() -> Result<PathBuf> {
     }
     let p = target.join(AGENT_TARGET).join("debug").join("agar-agent");
     check_static(&p)?;
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        path = %p.display(),
+        "guest agent ready"
+    );
     Ok(p)
 }
 
