@@ -418,7 +418,7 @@ fn run_body(case: &Case, dir: &Path, start: Instant) -> (Result<(), String>, Tim
     let body_end = Instant::now();
     let mut result = match result {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(format!("{e:?}")),
+        Ok(Err(e)) => Err(format!("{e:#}")),
         Err(p) => Err(format!("test panicked: {}", panic_message(&*p))),
     };
     // Teardown: every VM handle is gone now, so every VMM was killed or had halted. Let

@@ -8,6 +8,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::time::Duration;
 
+use agent_protocol::ANNOUNCE_ID;
 use agent_protocol::MAX_READ_CHUNK;
 use agent_protocol::PROTOCOL_VERSION;
 use agent_protocol::frame;
@@ -40,9 +41,24 @@ impl Machine for Guest {
 }
 
 /// Serves requests read from `input`, writing responses to `output`, until `input` ends.
-pub fn serve(mut input: impl Read, mut output: impl Write, machine: &dyn Machine) -> std::io::Result<()> {
+pub fn serve(
+    mut input: impl Read,
+    mut output: impl Write,
+    machine: &dyn Machine,
+) -> std::io::Result<()> {
     let mut decoder = frame::Decoder::new();
     let mut buf = vec![0u8; 64 << 10];
+    // Tell a host that is already listening that we are here.
+    send(
+        &mut output,
+        Message::Response(
+            ANNOUNCE_ID,
+            Response::Hello {
+                version: PROTOCOL_VERSION,
+                agent: agent_name(),
+            },
+        ),
+    )?;
     loop {
         let n = match input.read(&mut buf) {
             Ok(0) => return Ok(()),
@@ -74,7 +90,12 @@ pub fn serve(mut input: impl Read, mut output: impl Write, machine: &dyn Machine
                 if let Err(e) = action(machine) {
                     send(
                         &mut output,
-                        Message::Response(id, Response::Error { message: e.to_string() }),
+                        Message::Response(
+                            id,
+                            Response::Error {
+                                message: e.to_string(),
+                            },
+                        ),
                     )?;
                 }
             }
@@ -88,12 +109,22 @@ fn send(output: &mut impl Write, message: Message) -> std::io::Result<()> {
             Message::Request(id, _) | Message::Response(id, _) => id,
         };
         frame::encode(
-            &Message::Response(id, Response::Error { message: e.to_string() }).encode(),
+            &Message::Response(
+                id,
+                Response::Error {
+                    message: e.to_string(),
+                },
+            )
+            .encode(),
         )
     });
     // An error message always fits in a frame.
     output.write_all(&bytes.unwrap_or_default())?;
     output.flush()
+}
+
+fn agent_name() -> String {
+    format!("agar-agent {}", env!("CARGO_PKG_VERSION"))
 }
 
 fn error(e: impl std::fmt::Display) -> Response {
@@ -108,7 +139,7 @@ fn handle(request: Request) -> Response {
             if (min..=max).contains(&PROTOCOL_VERSION) {
                 Response::Hello {
                     version: PROTOCOL_VERSION,
-                    agent: format!("agar-agent {}", env!("CARGO_PKG_VERSION")),
+                    agent: agent_name(),
                 }
             } else {
                 error(format!(
@@ -197,7 +228,8 @@ mod tests {
         let mut wire = Vec::new();
         for (i, r) in requests.iter().enumerate() {
             wire.extend_from_slice(b"\r\nnoise\xAA\xAAA");
-            wire.extend(frame::encode(&Message::Request(i as u32, r.clone()).encode()).unwrap());
+            let id = i as u32 + 1;
+            wire.extend(frame::encode(&Message::Request(id, r.clone()).encode()).unwrap());
         }
         (&host).write_all(&wire).unwrap();
         host.shutdown(std::net::Shutdown::Write).unwrap();
@@ -210,13 +242,17 @@ mod tests {
         let mut responses = Vec::new();
         while let Some(e) = d.next_event() {
             if let frame::Event::Frame(p) = e {
-                let Message::Response(_, r) = Message::decode(&p).unwrap() else {
+                let Message::Response(id, r) = Message::decode(&p).unwrap() else {
                     panic!("agent sent a request")
                 };
-                responses.push(r);
+                responses.push((id, r));
             }
         }
-        responses
+        // The first frame is the start-up announcement.
+        let (id, first) = responses.remove(0);
+        assert_eq!(id, ANNOUNCE_ID);
+        assert!(matches!(first, Response::Hello { version: 1, .. }));
+        responses.into_iter().map(|(_, r)| r).collect()
     }
 
     #[test]
@@ -262,8 +298,13 @@ mod tests {
         );
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(matches!(&r[0], Response::Hello { version: 1, .. }));
-        let Response::Exec(o) = &r[1] else { panic!("{:?}", r[1]) };
-        assert_eq!((o.status, o.stdout.as_slice()), (ExitStatus::Code(7), &b"hi"[..]));
+        let Response::Exec(o) = &r[1] else {
+            panic!("{:?}", r[1])
+        };
+        assert_eq!(
+            (o.status, o.stdout.as_slice()),
+            (ExitStatus::Code(7), &b"hi"[..])
+        );
         assert_eq!(r[2], Response::Done);
         assert_eq!(r[3], Response::Done);
         assert_eq!(
