@@ -182,7 +182,7 @@ mod tests {
             cached_initrd_with_agent(&base, &agent, &dir.join("cache")).unwrap()
         );
         let data = std::fs::read(&a).unwrap();
-        assert!(data.starts_with(b"base!\0\0\0070701"));
+        assert!(data.starts_with(b"base!\x00\x00\x00070701"));
         std::fs::write(&agent, b"agent v2, longer").unwrap();
         let b = cached_initrd_with_agent(&base, &agent, &dir.join("cache")).unwrap();
         assert_ne!(a, b);
