@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::time::Instant;
 
+use agent_protocol::ANNOUNCE_ID;
 use agent_protocol::MAX_READ_CHUNK;
 use agent_protocol::MAX_WRITE_CHUNK;
 use agent_protocol::PROTOCOL_VERSION;
@@ -29,7 +30,7 @@ use crate::error::Result;
 use crate::vm::VmShared;
 
 /// How often the host repeats its hello until the agent answers.
-const HELLO_INTERVAL: Duration = Duration::from_secs(1);
+const HELLO_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Default limit for a command.
 pub const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(60);
@@ -286,10 +287,11 @@ impl Agent {
             min: PROTOCOL_VERSION,
             max: PROTOCOL_VERSION,
         };
-        let mut ids = Vec::new();
+        // Our hello ids, and the agent's start-up announcement.
+        let mut ids = vec![ANNOUNCE_ID];
         let version = loop {
-            let id = ids.len() as u32 + 1;
-            if ids.len() == 1 || ids.len() % 20 == 0 {
+            let id = ids.len() as u32;
+            if id <= 2 || id.is_multiple_of(20) {
                 note(
                     &transcript,
                     start,
@@ -304,6 +306,15 @@ impl Agent {
             match attempt {
                 Err(_) => continue,
                 Ok(Err(e)) => return Err(e),
+                Ok(Ok((ANNOUNCE_ID, r))) => {
+                    // The agent just started: say hello now rather than at the next tick.
+                    note(
+                        &transcript,
+                        start,
+                        &format!("<- announcement: {}", describe_response(&r)),
+                    );
+                    continue;
+                }
                 Ok(Ok((id, r))) => {
                     note(
                         &transcript,
@@ -327,7 +338,7 @@ impl Agent {
             }
         };
         tracing::info!(agent = %version, elapsed_ms = start.elapsed().as_millis() as u64, "agent connected");
-        let next = ids.len() as u32 + 1;
+        let next = ids.len() as u32;
         Ok(Agent {
             inner: Arc::new(Inner {
                 conn: tokio::sync::Mutex::new(conn),

@@ -50,11 +50,19 @@ fn find_or_build_agent() -> Result<PathBuf> {
     }
     let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let target = crate::output::target_dir().unwrap_or_else(|| workspace.join("target"));
+    let built = target.join(AGENT_TARGET).join("debug").join("agar-agent");
+    if newer_than_sources(&built, &workspace) {
+        // Skips a cargo run (0.2-1 s, serialized on cargo's lock across test processes).
+        check_static(&built)?;
+        tracing::info!(path = %built.display(), "guest agent is up to date");
+        return Ok(built);
+    }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let command = format!(
         "RUSTFLAGS='-C target-feature=+crt-static' cargo build -p agent --target {AGENT_TARGET}"
     );
     tracing::info!(%command, "building the guest agent");
+    let started = std::time::Instant::now();
     let out = std::process::Command::new(&cargo)
         .args(["build", "--quiet", "-p", "agent", "--target", AGENT_TARGET])
         .current_dir(&workspace)
@@ -74,13 +82,57 @@ fn find_or_build_agent() -> Result<PathBuf> {
     }
     let p = target.join(AGENT_TARGET).join("debug").join("agar-agent");
     check_static(&p)?;
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        path = %p.display(),
+        "guest agent ready"
+    );
     Ok(p)
+}
+
+/// Whether `binary` exists and is newer than every source it is built from (the agent and
+/// protocol crates, and the lock file). Anything else (a toolchain change) needs a clean
+/// build or `AGAR_AGENT` anyway.
+fn newer_than_sources(binary: &std::path::Path, workspace: &std::path::Path) -> bool {
+    fn newest(p: &std::path::Path, acc: &mut Option<std::time::SystemTime>) {
+        let Ok(m) = std::fs::metadata(p) else { return };
+        if m.is_dir() {
+            for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+                newest(&e.path(), acc);
+            }
+        } else if let Ok(t) = m.modified() {
+            *acc = Some(acc.map_or(t, |a| a.max(t)));
+        }
+    }
+    let Ok(built) = std::fs::metadata(binary).and_then(|m| m.modified()) else {
+        return false;
+    };
+    let mut src = None;
+    for p in [
+        "framework/agent/src",
+        "framework/agent/Cargo.toml",
+        "framework/agent_protocol/src",
+        "framework/agent_protocol/Cargo.toml",
+        "Cargo.lock",
+    ] {
+        newest(&workspace.join(p), &mut src);
+    }
+    src.is_some_and(|s| s < built)
 }
 
 /// Fails unless `path` is an ELF executable without an interpreter (static or static-pie):
 /// the initramfs has no dynamic loader.
 fn check_static(path: &std::path::Path) -> Result<()> {
-    let data = std::fs::read(path).map_err(Error::io(path))?;
+    // The ELF and program headers sit at the start of the file.
+    let mut data = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(
+            std::fs::File::open(path).map_err(Error::io(path))?,
+            64 << 10,
+        ),
+        &mut data,
+    )
+    .map_err(Error::io(path))?;
     let bad = |why: &str| Error::Other(format!("guest agent {}: {why}", path.display()));
     if data.get(..4) != Some(b"\x7fELF") || data.get(4) != Some(&2) {
         return Err(bad("not a 64-bit ELF file"));

@@ -99,14 +99,6 @@ impl Storage {
             Self::Vmbus => "vmbus",
         }
     }
-
-    /// Kernel modules `/init` must load (`agar.modules=`) to see the disk.
-    pub const fn modules(self) -> &'static [&'static str] {
-        match self {
-            Self::Ide => &["ata_piix", "sd_mod"],
-            Self::Vmbus => &["hv_vmbus", "hv_storvsc", "sd_mod"],
-        }
-    }
 }
 
 /// The guest operating system image.

@@ -326,7 +326,7 @@ pub fn run_case(case: &Case) -> Result<(), Failed> {
         tracing::warn!(reason = %r, "running a cell that is ignored by default");
     }
 
-    let (result, timings) = run_body(case, &dir);
+    let (result, timings) = run_body(case, &dir, start);
     let duration_ms = start.elapsed().as_millis() as u64;
     let (status, error, outcome) = match result {
         Ok(()) => ("passed", None, Ok(())),
@@ -367,7 +367,7 @@ pub fn run_case(case: &Case) -> Result<(), Failed> {
     outcome.map_err(Failed::from)
 }
 
-fn run_body(case: &Case, dir: &Path) -> (Result<(), String>, Timings) {
+fn run_body(case: &Case, dir: &Path, start: Instant) -> (Result<(), String>, Timings) {
     let mut timings = Timings::default();
     // Artifacts first: every missing one in one message.
     let mut artifacts = BTreeMap::new();
@@ -418,7 +418,7 @@ fn run_body(case: &Case, dir: &Path) -> (Result<(), String>, Timings) {
     let body_end = Instant::now();
     let mut result = match result {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(format!("{e:?}")),
+        Ok(Err(e)) => Err(format!("{e:#}")),
         Err(p) => Err(format!("test panicked: {}", panic_message(&*p))),
     };
     // Teardown: every VM handle is gone now, so every VMM was killed or had halted. Let
@@ -452,6 +452,7 @@ fn run_body(case: &Case, dir: &Path) -> (Result<(), String>, Timings) {
     }
     timings.teardown_ms = Some(body_end.elapsed().as_millis() as u64);
     if let Some(vm) = vms.first() {
+        timings.setup_ms = Some(vm.spawned_at().duration_since(start).as_millis() as u64);
         let since =
             |t: Option<Instant>| t.map(|t| t.duration_since(vm.spawned_at()).as_millis() as u64);
         timings.spawn_to_first_output_ms = since(vm.console().and_then(|c| c.first_output()));

@@ -105,6 +105,34 @@ fn pad4(out: &mut Vec<u8>) {
     }
 }
 
+/// The initramfs `base` with the agent appended, from a cache keyed by both inputs (path,
+/// size, modification time): assembling it costs a 10 MB write per test otherwise. Entries
+/// are written to a temporary name and renamed, so concurrent test processes share them.
+pub fn cached_initrd_with_agent(
+    base: &Path,
+    agent: &Path,
+    cache_dir: &Path,
+) -> Result<std::path::PathBuf> {
+    use std::hash::Hash;
+    use std::hash::Hasher;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for p in [base, agent] {
+        let m = std::fs::metadata(p).map_err(Error::io(p))?;
+        p.hash(&mut h);
+        m.len().hash(&mut h);
+        m.modified().ok().hash(&mut h);
+    }
+    let out = cache_dir.join(format!("initrd-with-agent-{:016x}.img", h.finish()));
+    if out.is_file() {
+        return Ok(out);
+    }
+    std::fs::create_dir_all(cache_dir).map_err(Error::io(cache_dir))?;
+    let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+    initrd_with_agent(base, agent, &tmp)?;
+    std::fs::rename(&tmp, &out).map_err(Error::io(&out))?;
+    Ok(out)
+}
+
 /// Writes `base` followed by a cpio archive holding `/sbin/agar-agent` to `out`. The kernel
 /// unpacks concatenated archives in order (compressed or not); the base is padded to a
 /// multiple of 4 bytes, which the unpacker skips as zeros.
@@ -139,6 +167,26 @@ mod tests {
         img[0x202] = b'X';
         assert_eq!(release_from_bzimage(&img), None);
         assert_eq!(release_from_bzimage(&img[..0x100]), None);
+    }
+
+    #[test]
+    fn the_initrd_cache_is_keyed_by_both_inputs() {
+        let dir = std::env::temp_dir().join(format!("agar-initrd-cache-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (base, agent) = (dir.join("base"), dir.join("agent"));
+        std::fs::write(&base, b"base!").unwrap();
+        std::fs::write(&agent, b"agent v1").unwrap();
+        let a = cached_initrd_with_agent(&base, &agent, &dir.join("cache")).unwrap();
+        assert_eq!(
+            a,
+            cached_initrd_with_agent(&base, &agent, &dir.join("cache")).unwrap()
+        );
+        let data = std::fs::read(&a).unwrap();
+        assert!(data.starts_with(b"base!\x00\x00\x00070701"));
+        std::fs::write(&agent, b"agent v2, longer").unwrap();
+        let b = cached_initrd_with_agent(&base, &agent, &dir.join("cache")).unwrap();
+        assert_ne!(a, b);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -48,6 +48,10 @@ pub fn test_dir_name(test_name: &str) -> String {
 /// Timings of one test, in milliseconds, measured by the framework.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Timings {
+    /// Test start to VMM spawn: artifact resolution, the agent build check, initrd assembly,
+    /// rendering the command line.
+    #[serde(default)]
+    pub setup_ms: Option<u64>,
     /// VMM spawn to the first byte on COM1 (framework + VMM start-up + firmware/kernel
     /// entry).
     pub spawn_to_first_output_ms: Option<u64>,

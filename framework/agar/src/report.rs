@@ -340,9 +340,11 @@ fn write_test_page(root: &Path, e: &Entry) -> Result<()> {
         let ms = |v: Option<u64>| v.map(|v| format!("{v} ms")).unwrap_or_else(|| "-".into());
         let _ = write!(
             h,
-            "<table><tr><th>duration</th><td>{}</td></tr><tr><th>spawn to first console output</th><td>{}</td></tr>\
+            "<table><tr><th>duration</th><td>{}</td></tr><tr><th>setup (start to VMM spawn)</th><td>{}</td></tr>\
+             <tr><th>spawn to first console output</th><td>{}</td></tr>\
              <tr><th>spawn to ready marker</th><td>{}</td></tr><tr><th>teardown</th><td>{}</td></tr></table>",
             duration(r.duration_ms),
+            ms(t.setup_ms),
             ms(t.spawn_to_first_output_ms),
             ms(t.spawn_to_ready_ms),
             ms(t.teardown_ms)

@@ -433,11 +433,13 @@ impl Vm {
                 ..
             } = &mut config.boot
         {
-            let with_agent = out.join(format!("initrd-with-agent{suffix}.img"));
-            crate::linux::initrd_with_agent(
+            let cache = crate::output::target_dir()
+                .map(|t| t.join("agar-cache"))
+                .unwrap_or_else(|| std::env::temp_dir().join("agar-cache"));
+            let with_agent = crate::linux::cached_initrd_with_agent(
                 initrd,
                 &crate::artifacts::agent_binary()?,
-                &with_agent,
+                &cache,
             )?;
             *initrd = with_agent;
         }

@@ -55,6 +55,7 @@ fn result(root: &Path, e: &MatrixEntry, status: &str, error: Option<&str>) {
             started_unix_ms: 0,
             ignored_reason: None,
             timings: Timings {
+                setup_ms: Some(900),
                 spawn_to_first_output_ms: Some(1200),
                 spawn_to_ready_ms: Some(3400),
                 teardown_ms: Some(4),

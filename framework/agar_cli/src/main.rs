@@ -47,6 +47,8 @@ subcommands! {
     Run => run_cmd,
     /// Inspect, create and convert disk images (.raw/.img, .vhd, .vhdx).
     Disk => disk_cmd,
+    /// Write the HTML matrix report of a VM test run.
+    Report => report_cmd,
 }
 
 /// agar: test operating systems and firmware in virtual machines.

@@ -8,6 +8,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::time::Duration;
 
+use agent_protocol::ANNOUNCE_ID;
 use agent_protocol::MAX_READ_CHUNK;
 use agent_protocol::PROTOCOL_VERSION;
 use agent_protocol::frame;
@@ -47,6 +48,17 @@ pub fn serve(
 ) -> std::io::Result<()> {
     let mut decoder = frame::Decoder::new();
     let mut buf = vec![0u8; 64 << 10];
+    // Tell a host that is already listening that we are here.
+    send(
+        &mut output,
+        Message::Response(
+            ANNOUNCE_ID,
+            Response::Hello {
+                version: PROTOCOL_VERSION,
+                agent: agent_name(),
+            },
+        ),
+    )?;
     loop {
         let n = match input.read(&mut buf) {
             Ok(0) => return Ok(()),
@@ -111,6 +123,10 @@ fn send(output: &mut impl Write, message: Message) -> std::io::Result<()> {
     output.flush()
 }
 
+fn agent_name() -> String {
+    format!("agar-agent {}", env!("CARGO_PKG_VERSION"))
+}
+
 fn error(e: impl std::fmt::Display) -> Response {
     Response::Error {
         message: e.to_string(),
@@ -123,7 +139,7 @@ fn handle(request: Request) -> Response {
             if (min..=max).contains(&PROTOCOL_VERSION) {
                 Response::Hello {
                     version: PROTOCOL_VERSION,
-                    agent: format!("agar-agent {}", env!("CARGO_PKG_VERSION")),
+                    agent: agent_name(),
                 }
             } else {
                 error(format!(
@@ -212,7 +228,8 @@ mod tests {
         let mut wire = Vec::new();
         for (i, r) in requests.iter().enumerate() {
             wire.extend_from_slice(b"\r\nnoise\xAA\xAAA");
-            wire.extend(frame::encode(&Message::Request(i as u32, r.clone()).encode()).unwrap());
+            let id = i as u32 + 1;
+            wire.extend(frame::encode(&Message::Request(id, r.clone()).encode()).unwrap());
         }
         (&host).write_all(&wire).unwrap();
         host.shutdown(std::net::Shutdown::Write).unwrap();
@@ -225,13 +242,17 @@ mod tests {
         let mut responses = Vec::new();
         while let Some(e) = d.next_event() {
             if let frame::Event::Frame(p) = e {
-                let Message::Response(_, r) = Message::decode(&p).unwrap() else {
+                let Message::Response(id, r) = Message::decode(&p).unwrap() else {
                     panic!("agent sent a request")
                 };
-                responses.push(r);
+                responses.push((id, r));
             }
         }
-        responses
+        // The first frame is the start-up announcement.
+        let (id, first) = responses.remove(0);
+        assert_eq!(id, ANNOUNCE_ID);
+        assert!(matches!(first, Response::Hello { version: 1, .. }));
+        responses.into_iter().map(|(_, r)| r).collect()
     }
 
     #[test]

@@ -24,6 +24,10 @@
 //! with the version it picked ([`message::Response::Hello`]) or an error naming its own.
 //! [`PROTOCOL_VERSION`] is the version this crate implements.
 //!
+//! When it starts serving, the agent also sends one unsolicited `Hello` response with
+//! request id [`ANNOUNCE_ID`] (0): a host that is already connected then handshakes at
+//! once instead of waiting to repeat its hello. Hosts never use id 0 for a request.
+//!
 //! # Flow control
 //!
 //! A 16550 UART has a 16-byte FIFO and the guest tty layer drops input it cannot buffer, so
@@ -33,6 +37,9 @@
 
 pub mod frame;
 pub mod message;
+
+/// The request id of the agent's unsolicited start-up announcement.
+pub const ANNOUNCE_ID: message::RequestId = 0;
 
 /// The message-set version this crate implements.
 pub const PROTOCOL_VERSION: u16 = 1;

@@ -91,3 +91,63 @@ impl Backend for AgarVmm {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The exit status and last words of a real process that behaves like agar-vmm.
+    fn halt(script: &str) -> HaltReason {
+        let out = std::process::Command::new("/bin/sh")
+            .args(["-c", script])
+            .output()
+            .unwrap();
+        AgarVmm.halt_reason(out.status, &String::from_utf8_lossy(&out.stderr), &[])
+    }
+
+    #[test]
+    fn exit_codes_map_to_the_documented_halt_reasons() {
+        assert_eq!(
+            halt("echo 'agar-vmm: halt: power off' >&2; exit 0"),
+            HaltReason::PowerOff
+        );
+        assert_eq!(halt("exit 3"), HaltReason::Reset);
+        assert_eq!(
+            halt("echo 'agar-vmm: halt: triple fault at rip=0xfff0' >&2; echo 'bye' >&2; exit 4"),
+            HaltReason::TripleFault("triple fault at rip=0xfff0".into())
+        );
+        assert_eq!(
+            halt("echo 'agar-vmm: halt: guest crash (pvpanic)' >&2; exit 5"),
+            HaltReason::GuestCrash("guest crash (pvpanic)".into())
+        );
+        assert_eq!(
+            halt("echo 'agar-vmm: halt: backend error: KVM internal error' >&2; exit 6"),
+            HaltReason::BackendError("backend error: KVM internal error".into())
+        );
+        assert_eq!(
+            halt("echo 'agar-vmm: --ide requires --pcat' >&2; exit 2"),
+            HaltReason::BadConfig("agar-vmm: --ide requires --pcat".into())
+        );
+        assert_eq!(
+            halt("echo 'agar-vmm: cannot read kernel' >&2; exit 1"),
+            HaltReason::VmmError {
+                code: 1,
+                message: "agar-vmm: cannot read kernel".into()
+            }
+        );
+        assert_eq!(halt("kill -KILL $$"), HaltReason::Killed { signal: 9 });
+    }
+
+    #[test]
+    fn renders_exactly_the_config_arguments() {
+        let mut c = VmConfig::linux_direct("/k", Some("/i".into()), "console=ttyS0");
+        c.serial[1] = vm_config::SerialConfig::Listen("/run/a.sock".into());
+        let l = AgarVmm
+            .launch(Path::new("/bin/agar-vmm"), &c, Path::new("/run"))
+            .unwrap();
+        assert_eq!(l.argv[0], "/bin/agar-vmm");
+        assert_eq!(l.argv[1..], c.to_args()[..]);
+        assert_eq!(l.repro, l.argv);
+        assert!(l.qmp.is_none());
+    }
+}

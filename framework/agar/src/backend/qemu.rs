@@ -409,3 +409,56 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod halt_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn status(script: &str) -> std::process::ExitStatus {
+        std::process::Command::new("/bin/sh")
+            .args(["-c", script])
+            .status()
+            .unwrap()
+    }
+
+    fn shutdown(reason: &str) -> qmp::Event {
+        qmp::Event {
+            name: "SHUTDOWN".into(),
+            data: json!({ "guest": true, "reason": reason }),
+        }
+    }
+
+    #[test]
+    fn qmp_events_explain_the_exit() {
+        let ok = status("exit 0");
+        assert_eq!(
+            Qemu.halt_reason(ok, "", &[shutdown("guest-shutdown")]),
+            HaltReason::PowerOff
+        );
+        assert_eq!(
+            Qemu.halt_reason(ok, "", &[shutdown("guest-reset")]),
+            HaltReason::Reset
+        );
+        let panicked = qmp::Event {
+            name: "GUEST_PANICKED".into(),
+            data: json!({ "action": "pause" }),
+        };
+        assert_eq!(
+            Qemu.halt_reason(ok, "", &[panicked, shutdown("guest-panic")]),
+            HaltReason::GuestCrash("pvpanic".into())
+        );
+        assert_eq!(
+            Qemu.halt_reason(status("kill -KILL $$"), "", &[]),
+            HaltReason::Killed { signal: 9 }
+        );
+        assert_eq!(
+            Qemu.halt_reason(status("exit 1"), "qemu: could not load kernel\n", &[]),
+            HaltReason::VmmError {
+                code: 1,
+                message: "qemu: could not load kernel".into()
+            }
+        );
+    }
+}

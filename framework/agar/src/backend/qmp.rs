@@ -166,3 +166,58 @@ impl Qmp {
         self.events.snapshot()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::process::Stdio;
+
+    use super::*;
+
+    #[test]
+    fn talks_to_a_real_qemu_and_records_its_shutdown() {
+        let dir = std::env::temp_dir().join(format!("agar-qmp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("qmp.sock");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut qemu = tokio::process::Command::new("qemu-system-x86_64")
+                .args([
+                    "-M",
+                    "none",
+                    "-nodefaults",
+                    "-display",
+                    "none",
+                    "-S",
+                    "-qmp",
+                ])
+                .arg(format!("unix:{},server=on,wait=off", sock.display()))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("qemu-system-x86_64 is installed");
+            let events = Events::default();
+            let qmp = Qmp::connect(&sock, Duration::from_secs(30), events.clone())
+                .await
+                .unwrap();
+            let status = qmp.execute("query-status", None).await.unwrap();
+            assert_eq!(status["status"], "prelaunch");
+            let e = qmp.execute("no-such-command", None).await.unwrap_err();
+            assert!(e.to_string().contains("no-such-command"), "{e}");
+            qmp.execute("quit", None).await.unwrap();
+            events.wait_closed(Duration::from_secs(10)).await;
+            assert!(qemu.wait().await.unwrap().success());
+            let shutdown = events
+                .snapshot()
+                .into_iter()
+                .find(|e| e.name == "SHUTDOWN")
+                .expect("a SHUTDOWN event");
+            assert_eq!(shutdown.data["reason"], "host-qmp-quit");
+        });
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
