@@ -86,6 +86,7 @@ fn main() {
                 size: content.len() as u64,
                 spec: entry.spec(),
                 debs: Vec::new(),
+                tools: Vec::new(),
             },
         )
         .expect("ref");
@@ -112,6 +113,7 @@ fn main() {
                 size: content.len() as u64,
                 spec: seabios,
                 debs: Vec::new(),
+                tools: Vec::new(),
             },
         )
         .expect("ref");
