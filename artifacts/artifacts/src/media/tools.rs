@@ -273,7 +273,7 @@ impl Toolchain {
     }
 
     /// Tools searched in `bin_dirs`, boot-loader files under `data_roots` (in the layouts of
-    /// [`DataFile`]); Debian package versions from `dpkg-query` if it is in `bin_dirs`.
+    /// the table above); Debian package versions from `dpkg-query` if it is in `bin_dirs`.
     pub fn new(bin_dirs: Vec<PathBuf>, data_roots: Vec<PathBuf>) -> Self {
         let dpkg_query = find_in(&bin_dirs, "dpkg-query");
         Self {
