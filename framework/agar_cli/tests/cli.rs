@@ -475,3 +475,54 @@ fn run_pcat_with_a_command_line_builds_and_caches_a_disk_carrying_it() {
         "{cfg:?}"
     );
 }
+
+#[test]
+fn concurrent_runs_needing_the_same_bios_disk_build_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let over = dir.path().join("artifacts");
+    std::fs::create_dir(&over).unwrap();
+    let mut kernel = vec![0u8; 1 << 20];
+    kernel[0x202..0x206].copy_from_slice(b"HdrS");
+    std::fs::write(over.join("debian12_k61_kernel"), kernel).unwrap();
+    let mut initrd = artifacts::recipes::cpio::Archive::new();
+    initrd.add(
+        "init",
+        0o755,
+        artifacts::recipes::cpio::Node::File(vec![b'#'; 1 << 20]),
+    );
+    std::fs::write(over.join("debian12_k61_initrd"), initrd.to_bytes()).unwrap();
+    let (vmm, _) = fake_vmm(dir.path());
+    let cache = dir.path().join("cache");
+
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            Command::new(AGAR)
+                .args(["-v", "run", "--pcat", "-c", "console=ttyS0 agar.poweroff"])
+                .env("AGAR_VMM", &vmm)
+                .env("AGAR_ARTIFACTS_DIR", &over)
+                .env("AGAR_CACHE_DIR", &cache)
+                .env_remove("RUST_LOG")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<Output> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+
+    let mut builds = 0;
+    for out in &outs {
+        assert_eq!(out.status.code(), Some(2), "{}", text(out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        builds += stderr.matches("built a BIOS boot medium").count();
+    }
+    assert_eq!(builds, 1, "{}", outs.iter().map(text).collect::<String>());
+    let blobs = std::fs::read_dir(cache.join("blobs/sha256"))
+        .unwrap()
+        .count();
+    assert_eq!(blobs, 1);
+    assert_eq!(std::fs::read_dir(cache.join("tmp")).unwrap().count(), 0);
+}
