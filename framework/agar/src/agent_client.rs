@@ -29,10 +29,13 @@ use crate::error::Result;
 use crate::vm::VmShared;
 
 /// How often the host repeats its hello until the agent answers.
-const HELLO_INTERVAL: Duration = Duration::from_millis(500);
+const HELLO_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Default limit for a command.
 pub const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a broken agent connection waits for the VM's own explanation (panic, exit).
+const LINK_LOSS_GRACE: Duration = Duration::from_secs(10);
 
 /// Limit for requests other than commands.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -361,7 +364,13 @@ impl Agent {
         let waiting = format!("waited for the agent to answer {what}");
         tokio::select! {
             r = tokio::time::timeout(timeout, exchange) => match r {
-                Ok(r) => r,
+                Ok(Ok(r)) => Ok(r),
+                // The connection broke: usually because the VM is going down. Report that
+                // (panic, VMM exit) rather than the socket error, if it shows up soon.
+                Ok(Err(e)) => match tokio::time::timeout(LINK_LOSS_GRACE, i.vm.doomed(&waiting)).await {
+                    Ok(doom) => Err(doom),
+                    Err(_) => Err(e),
+                },
                 Err(_) => Err(Error::Timeout {
                     what: format!("the agent to answer {what}"),
                     timeout,

@@ -1,8 +1,5 @@
-//! Resolving artifact ids to files, and providing the guest agent binary.
-//!
-//! Artifact ids are the names of the `artifacts` crate (`debian12_k61_kernel`, ...). Until
-//! that crate's resolver is wired in, a file named after the id in `$AGAR_ARTIFACTS_DIR`
-//! is the artifact.
+//! Resolving artifact ids to files (through the `artifacts` crate), and providing the guest
+//! agent binary.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -13,28 +10,26 @@ use crate::error::Result;
 /// The target triple the guest agent is built for.
 pub const AGENT_TARGET: &str = "x86_64-unknown-linux-gnu";
 
-/// Resolves an artifact id to a local file.
+/// Whether the `artifacts` crate declares an id with this name.
+pub fn is_declared(name: &str) -> bool {
+    artifacts::ArtifactId::by_name(name).is_some()
+}
+
+/// Resolves artifact ids to local files: `$AGAR_ARTIFACTS_DIR/<name>`, then the artifact
+/// cache. A missing artifact is an error naming the command that restores it.
 pub fn resolve(name: &str) -> Result<PathBuf> {
-    let Some(dir) = std::env::var_os("AGAR_ARTIFACTS_DIR").filter(|d| !d.is_empty()) else {
-        return Err(Error::Artifact {
+    static RESOLVER: OnceLock<std::result::Result<artifacts::Resolver, String>> = OnceLock::new();
+    let resolver = RESOLVER
+        .get_or_init(|| artifacts::Resolver::from_env().map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(|e| Error::Artifact {
             name: name.into(),
-            message: "AGAR_ARTIFACTS_DIR is not set; restore the artifacts with \
-                      `cargo run -p agar_cli -- artifacts restore` and point it there"
-                .into(),
-        });
-    };
-    let p = PathBuf::from(dir).join(name);
-    if p.is_file() {
-        Ok(p)
-    } else {
-        Err(Error::Artifact {
-            name: name.into(),
-            message: format!(
-                "{} does not exist; restore it with `cargo run -p agar_cli -- artifacts restore {name}`",
-                p.display()
-            ),
-        })
-    }
+            message: e.clone(),
+        })?;
+    resolver.resolve_name(name).map_err(|e| Error::Artifact {
+        name: name.into(),
+        message: e.to_string(),
+    })
 }
 
 /// The static guest agent: `$AGAR_AGENT`, or built (once per process) with cargo into the

@@ -198,7 +198,7 @@ impl Cell {
         match self.firmware {
             Firmware::LinuxDirect => {}
             Firmware::Pcat => a.push("seabios_bios"),
-            Firmware::Uefi => a.push("ovmf_x64"),
+            Firmware::Uefi => a.push("ovmf_fd"),
         }
         if self.paravisor.is_some() {
             a.push("openhcl_x64_igvm");
@@ -238,7 +238,7 @@ mod tests {
         assert_eq!(c.name(), "agarvmm_openhcl_uefi_vmbus_debian12");
         assert_eq!(
             c.artifacts(),
-            ["debian12_disk", "ovmf_x64", "openhcl_x64_igvm"]
+            ["debian12_disk", "ovmf_fd", "openhcl_x64_igvm"]
         );
     }
 }

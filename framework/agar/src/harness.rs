@@ -55,8 +55,15 @@ pub struct Case {
     pub artifacts: Vec<&'static str>,
 }
 
-fn ignore_reason(def: &TestDef, cell: &CellDef) -> Option<String> {
+fn ignore_reason(def: &TestDef, cell: &CellDef, artifacts: &[&str]) -> Option<String> {
     let mut reasons: Vec<String> = Vec::new();
+    for a in artifacts {
+        if !crate::artifacts::is_declared(a) {
+            reasons.push(format!(
+                "needs artifact `{a}`, which artifacts::ids does not declare yet"
+            ));
+        }
+    }
     reasons.extend(def.ignore.map(str::to_string));
     reasons.extend(cell.ignore.map(str::to_string));
     reasons.extend(
@@ -92,7 +99,7 @@ pub fn cases(fixtures: bool) -> Vec<Case> {
                 name: name.clone(),
                 def,
                 cell: *cell,
-                ignored: ignore_reason(def, cell),
+                ignored: ignore_reason(def, cell, &artifacts),
                 unstable: cell.unstable.or(def.unstable),
                 artifacts,
             };

@@ -62,6 +62,7 @@ pub use vm_config;
 /// Items the `#[vm_test]` expansion refers to. Not a stable API.
 #[doc(hidden)]
 pub mod __private {
+    pub use artifacts;
     pub use linkme;
 
     pub use crate::capability::Capability;

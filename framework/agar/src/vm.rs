@@ -249,7 +249,7 @@ impl VmBuilder {
                 firmware: Some(art("seabios_bios")?),
             },
             Firmware::Uefi => Boot::Uefi {
-                firmware: Some(art("ovmf_x64")?),
+                firmware: Some(art("ovmf_fd")?),
             },
         };
         if cell.paravisor.is_some() {
@@ -652,9 +652,20 @@ impl Vm {
             .agent_socket
             .clone()
             .ok_or_else(|| Error::Agent("this VM was started without the agent".into()))?;
+        let waiting = "waited for the agent";
         let a = tokio::select! {
-            a = Agent::connect(&socket, &self.transcript, self.shared.clone()) => a?,
-            e = self.shared.doomed("waited for the agent") => return Err(e),
+            a = Agent::connect(&socket, &self.transcript, self.shared.clone()) => match a {
+                Ok(a) => a,
+                // A broken connection usually means the VM is going down: prefer its reason.
+                Err(e) => {
+                    return Err(
+                        tokio::time::timeout(Duration::from_secs(10), self.shared.doomed(waiting))
+                            .await
+                            .unwrap_or(e),
+                    );
+                }
+            },
+            e = self.shared.doomed(waiting) => return Err(e),
         };
         self.agent = Some(a.clone());
         Ok(a)

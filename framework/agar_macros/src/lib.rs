@@ -166,7 +166,7 @@ struct Attr {
     ignore: Option<String>,
     unstable: Option<String>,
     requires: Vec<String>,
-    artifacts: Vec<String>,
+    artifacts: Vec<(String, Span)>,
     timeout: Option<u64>,
     fixture: bool,
 }
@@ -197,9 +197,9 @@ fn single_arg(call: &ExprCall, what: &str, example: &str) -> Result<Expr> {
 fn parse_os(e: &Expr, for_kernel: bool) -> Result<Os> {
     let Some(name) = ident_of(e).filter(|_| matches!(e, Expr::Path(_))) else {
         let hint = if for_kernel {
-            format!(
-                "linux_direct boots a kernel and initrd, not a disk: write linux_direct({KERNEL_OSES})"
-            )
+            "linux_direct boots a kernel and initrd, not a disk: write linux_direct(debian12_k61) \
+             or linux_direct(debian12_k612)"
+                .to_string()
         } else {
             format!("expected a guest OS image: {DISK_OSES}")
         };
@@ -490,24 +490,16 @@ fn parse_attr(args: Punctuated<Expr, Token![,]>) -> Result<Attr> {
                 }
                 Some("artifacts") => {
                     for a in &call.args {
-                        let id = match a {
-                            Expr::Path(p) => p
-                                .path
-                                .segments
-                                .last()
-                                .map(|s| s.ident.to_string().to_lowercase()),
-                            Expr::Lit(l) => match &l.lit {
-                                Lit::Str(s) => Some(s.value()),
-                                _ => None,
-                            },
-                            _ => None,
-                        };
-                        match id {
-                            Some(id) if !id.is_empty() => attr.artifacts.push(id),
+                        match a {
+                            Expr::Path(p) if !p.path.segments.is_empty() => {
+                                let ident = &p.path.segments[p.path.segments.len() - 1].ident;
+                                attr.artifacts
+                                    .push((ident.to_string().to_lowercase(), ident.span()));
+                            }
                             _ => {
                                 return err(
                                     a.span(),
-                                    "artifacts(...) takes artifact ids such as debian12_k612_kernel",
+                                    "artifacts(...) takes artifact ids as artifacts::ids names them, e.g. SEABIOS_BIOS",
                                 );
                             }
                         }
@@ -586,7 +578,12 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> Result<TokenStream2> {
         });
         quote!(#p::Capability::#v)
     });
-    let artifacts = &attr.artifacts;
+    let artifacts = attr.artifacts.iter().map(|(a, _)| a);
+    // Each id must exist in the artifacts crate: a typo is a compile error there.
+    let artifact_checks = attr.artifacts.iter().map(|(a, span)| {
+        let c = syn::Ident::new(&a.to_uppercase(), *span);
+        quote!(let _ = #p::artifacts::ids::#c;)
+    });
     let ignore = opt(&attr.ignore);
     let unstable = opt(&attr.unstable);
     let timeout = match attr.timeout {
@@ -599,6 +596,8 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> Result<TokenStream2> {
     let stat = format_ident!("__AGAR_VM_TEST_{}", name_str.to_uppercase());
     Ok(quote! {
         #func
+
+        const _: () = { #(#artifact_checks)* };
 
         #[#p::linkme::distributed_slice(#p::TESTS)]
         #[linkme(crate = #p::linkme)]

@@ -136,7 +136,11 @@ mod tests {
         let o = run("sleep 30 & sleep 30", Some(Duration::from_millis(300)), b"").unwrap();
         assert_eq!(o.status, ExitStatus::TimedOut);
         // Both sleeps died with the group, so the pipes closed without the drain grace.
-        assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     #[test]

@@ -40,7 +40,11 @@ impl Machine for Guest {
 }
 
 /// Serves requests read from `input`, writing responses to `output`, until `input` ends.
-pub fn serve(mut input: impl Read, mut output: impl Write, machine: &dyn Machine) -> std::io::Result<()> {
+pub fn serve(
+    mut input: impl Read,
+    mut output: impl Write,
+    machine: &dyn Machine,
+) -> std::io::Result<()> {
     let mut decoder = frame::Decoder::new();
     let mut buf = vec![0u8; 64 << 10];
     loop {
@@ -74,7 +78,12 @@ pub fn serve(mut input: impl Read, mut output: impl Write, machine: &dyn Machine
                 if let Err(e) = action(machine) {
                     send(
                         &mut output,
-                        Message::Response(id, Response::Error { message: e.to_string() }),
+                        Message::Response(
+                            id,
+                            Response::Error {
+                                message: e.to_string(),
+                            },
+                        ),
                     )?;
                 }
             }
@@ -88,7 +97,13 @@ fn send(output: &mut impl Write, message: Message) -> std::io::Result<()> {
             Message::Request(id, _) | Message::Response(id, _) => id,
         };
         frame::encode(
-            &Message::Response(id, Response::Error { message: e.to_string() }).encode(),
+            &Message::Response(
+                id,
+                Response::Error {
+                    message: e.to_string(),
+                },
+            )
+            .encode(),
         )
     });
     // An error message always fits in a frame.
@@ -262,8 +277,13 @@ mod tests {
         );
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(matches!(&r[0], Response::Hello { version: 1, .. }));
-        let Response::Exec(o) = &r[1] else { panic!("{:?}", r[1]) };
-        assert_eq!((o.status, o.stdout.as_slice()), (ExitStatus::Code(7), &b"hi"[..]));
+        let Response::Exec(o) = &r[1] else {
+            panic!("{:?}", r[1])
+        };
+        assert_eq!(
+            (o.status, o.stdout.as_slice()),
+            (ExitStatus::Code(7), &b"hi"[..])
+        );
         assert_eq!(r[2], Response::Done);
         assert_eq!(r[3], Response::Done);
         assert_eq!(

@@ -199,6 +199,10 @@ pub struct Cpu {
     pub(crate) cs_limit: u64,
     pub(crate) msr: Msrs,
     pub(crate) tsc_offset: i128,
+    /// VM time (ns) as of the last event check: RDTSC's time base.
+    pub(crate) now_ns: u64,
+    /// Last value RDTSC returned (it never goes backward or repeats).
+    pub(crate) tsc_last: u64,
     pub(crate) fpu: Box<Fpu>,
     pub(crate) cpuid: CpuidTable,
 
@@ -262,6 +266,8 @@ impl Cpu {
                 ..Msrs::default()
             },
             tsc_offset: 0,
+            now_ns: 0,
+            tsc_last: 0,
             fpu: Box::default(),
             cpuid,
             shadow: false,

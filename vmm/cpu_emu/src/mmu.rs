@@ -61,6 +61,9 @@ pub(crate) struct Tlb {
     pub e: Box<[TlbEntry; 2 * TLB_N]>,
     meta: Box<[u8; 2 * TLB_N]>,
     any_large: bool,
+    /// Bumped on every invalidation and mode change: cached facts derived from translations
+    /// (block chain links) are valid only while it is unchanged.
+    pub epoch: u32,
 }
 
 impl Tlb {
@@ -69,6 +72,7 @@ impl Tlb {
             e: Box::new([EMPTY; 2 * TLB_N]),
             meta: Box::new([0; 2 * TLB_N]),
             any_large: false,
+            epoch: 0,
         }
     }
 
@@ -79,6 +83,7 @@ impl Tlb {
 
     /// Drops every entry.
     pub(crate) fn flush_all(&mut self) {
+        self.epoch = self.epoch.wrapping_add(1);
         self.e.fill(EMPTY);
         self.meta.fill(0);
         self.any_large = false;
@@ -86,6 +91,7 @@ impl Tlb {
 
     /// Drops every non-global entry.
     pub(crate) fn flush_nonglobal(&mut self) {
+        self.epoch = self.epoch.wrapping_add(1);
         for (e, m) in self.e.iter_mut().zip(self.meta.iter_mut()) {
             if *m & META_GLOBAL == 0 {
                 *e = EMPTY;
@@ -96,6 +102,7 @@ impl Tlb {
 
     /// INVLPG: drops the translation of `lin`, and every piece of a large page that covered it.
     pub(crate) fn flush_page(&mut self, lin: u64) {
+        self.epoch = self.epoch.wrapping_add(1);
         let vpn = lin >> 12;
         for sel in [0, TLB_USER] {
             let i = Tlb::slot(sel, lin);

@@ -1,6 +1,8 @@
 //! The VM test matrix: `cargo nextest run -p vm_tests`.
 
+mod agent;
 mod boot;
+mod framework;
 
 fn main() {
     agar::test_main()

@@ -328,3 +328,21 @@ fn self_modifying_store_within_the_same_block() {
     m.run();
     assert_eq!(m.regs().gpr[0], 7);
 }
+
+#[test]
+fn block_cache_hits_through_links_and_the_jump_cache() {
+    let code = asm(64, CODE, |a| {
+        let mut l = a.create_label();
+        a.mov(ecx, 100000u32)?;
+        a.set_label(&mut l)?;
+        a.dec(rcx)?;
+        a.jnz(l)?;
+        a.hlt()
+    });
+    let mut m = Machine::long_mode(&code);
+    m.run();
+    let [chained, jc, slow] = m.vp.cache_stats();
+    assert!(chained > 90_000, "chained {chained}");
+    assert!(slow < 10, "slow {slow}");
+    assert!(jc > 100, "jump cache {jc}");
+}
