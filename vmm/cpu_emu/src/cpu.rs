@@ -462,10 +462,13 @@ impl Cpu {
     }
 
     /// Sets general registers.
+    /// Sets general registers. A processor whose registers are set explicitly is no longer
+    /// halted: it resumes at the new RIP.
     pub(crate) fn set_gregs(&mut self, r: &virt::Registers) {
         self.regs[..16].copy_from_slice(&r.gpr);
         self.regs[RIP] = r.rip;
         self.set_rflags_raw(r.rflags);
+        self.halted = false;
         self.exit_req = true;
     }
 

@@ -52,7 +52,10 @@ impl Console {
                         s
                     );
                 }
-                self.log.lock().unwrap().push(format!("{}{}", self.prefix, s));
+                self.log
+                    .lock()
+                    .unwrap()
+                    .push(format!("{}{}", self.prefix, s));
                 if s.contains("Booting from") || s.contains("No bootable device") {
                     self.done.store(true, Ordering::Release);
                 }
