@@ -45,6 +45,10 @@ macro_rules! vi {
 }
 
 #[test]
+#[allow(
+    clippy::vec_init_then_push,
+    reason = "the form list is built by macros"
+)]
 fn sse2_integer_forms_match_the_host() {
     let mut v = Vec::new();
     vv!(
@@ -361,6 +365,10 @@ fn sse2_integer_forms_match_the_host() {
 }
 
 #[test]
+#[allow(
+    clippy::vec_init_then_push,
+    reason = "the form list is built by macros"
+)]
 fn sse_floating_point_forms_match_the_host() {
     let mut v = Vec::new();
     vv!(
