@@ -34,9 +34,7 @@ pub(crate) const CR0_MP: u64 = 1 << 1;
 pub(crate) const CR0_EM: u64 = 1 << 2;
 pub(crate) const CR0_TS: u64 = 1 << 3;
 pub(crate) const CR0_ET: u64 = 1 << 4;
-pub(crate) const CR0_NE: u64 = 1 << 5;
 pub(crate) const CR0_WP: u64 = 1 << 16;
-pub(crate) const CR0_AM: u64 = 1 << 18;
 pub(crate) const CR0_NW: u64 = 1 << 29;
 pub(crate) const CR0_CD: u64 = 1 << 30;
 pub(crate) const CR0_PG: u64 = 1 << 31;
@@ -80,7 +78,6 @@ pub(crate) const DB: u8 = 1;
 pub(crate) const NMI: u8 = 2;
 pub(crate) const BP: u8 = 3;
 pub(crate) const OFV: u8 = 4;
-pub(crate) const BR: u8 = 5;
 pub(crate) const UD: u8 = 6;
 pub(crate) const NM: u8 = 7;
 pub(crate) const DF: u8 = 8;
@@ -89,9 +86,6 @@ pub(crate) const NP: u8 = 11;
 pub(crate) const SSF: u8 = 12;
 pub(crate) const GP: u8 = 13;
 pub(crate) const PF: u8 = 14;
-pub(crate) const MF: u8 = 16;
-pub(crate) const AC: u8 = 17;
-pub(crate) const XM: u8 = 19;
 
 /// How a handler leaves the normal flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,7 +142,6 @@ pub(crate) struct Msrs {
     pub misc_enable: u64,
     pub mtrr_def_type: u64,
     pub mtrr: Vec<(u32, u64)>,
-    pub spec_ctrl: u64,
     pub tsc_adjust: u64,
 }
 
@@ -314,16 +307,11 @@ impl Cpu {
         self.apic.reset();
     }
 
-    /// Builds a standalone single-processor CPU on `mem` (tests, fuzzing, benchmarks).
+    /// Builds a standalone single-processor CPU on `mem` (unit tests).
+    #[cfg(test)]
     pub(crate) fn new_for_test(mem: GuestMemory) -> Cpu {
         let shared = Shared::new(mem, 1, virt::VmClock::manual(), 1_000_000_000);
         Cpu::new(shared, 0, crate::cpuid::supported_cpuid(1))
-    }
-
-    /// Current RIP (start of the next instruction when not executing).
-    #[inline(always)]
-    pub(crate) fn rip(&self) -> u64 {
-        self.regs[RIP]
     }
 
     /// Recomputes mode, CPL-derived caches, decode bitness and all segment fast paths.
@@ -474,10 +462,13 @@ impl Cpu {
     }
 
     /// Sets general registers.
+    /// Sets general registers. A processor whose registers are set explicitly is no longer
+    /// halted: it resumes at the new RIP.
     pub(crate) fn set_gregs(&mut self, r: &virt::Registers) {
         self.regs[..16].copy_from_slice(&r.gpr);
         self.regs[RIP] = r.rip;
         self.set_rflags_raw(r.rflags);
+        self.halted = false;
         self.exit_req = true;
     }
 

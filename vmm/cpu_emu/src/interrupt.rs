@@ -93,6 +93,16 @@ impl Cpu {
         io: &dyn ExitHandler,
     ) -> Result<(), Ex> {
         let (mut v, mut kind, mut code) = (vector, kind, code);
+        if kind == Event::Exception {
+            tracing::trace!(
+                vp = self.index,
+                vector,
+                code = format_args!("{code:#x}"),
+                rip = format_args!("{:#x}", self.regs[RIP]),
+                cs = format_args!("{:#x}", self.seg[CS].selector),
+                "exception"
+            );
+        }
         for _ in 0..4 {
             match self.deliver(v, kind, code, io) {
                 Ok(()) => return Ok(()),

@@ -759,12 +759,4 @@ impl Cpu {
             large,
         }))
     }
-
-    /// Translates a linear address for a debugger-style probe (no faults, no A/D updates).
-    pub(crate) fn probe_gpa(&mut self, lin: u64) -> Option<u64> {
-        let saved = (self.cr2, self.tlb_sel);
-        let r = self.walk(lin, Access::Read, false).ok().map(|w| w.gpa);
-        (self.cr2, self.tlb_sel) = saved;
-        r
-    }
 }

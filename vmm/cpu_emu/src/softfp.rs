@@ -6,7 +6,6 @@
 /// A float format: f32 or f64 as raw bits.
 pub(crate) trait Fp: Copy {
     type F: Copy + PartialOrd;
-    const BITS: u32;
     const QUIET: u64;
     const DEFAULT_NAN: u64;
     fn to_f(b: u64) -> Self::F;
@@ -17,8 +16,6 @@ pub(crate) trait Fp: Copy {
     fn mul(a: Self::F, b: Self::F) -> Self::F;
     fn div(a: Self::F, b: Self::F) -> Self::F;
     fn sqrt(a: Self::F) -> Self::F;
-    fn is_zero(b: u64) -> bool;
-    fn sign(b: u64) -> bool;
     fn to_f64(b: u64) -> f64;
 }
 
@@ -29,7 +26,6 @@ pub(crate) struct F64;
 
 impl Fp for F32 {
     type F = f32;
-    const BITS: u32 = 32;
     const QUIET: u64 = 0x0040_0000;
     const DEFAULT_NAN: u64 = 0xffc0_0000;
     fn to_f(b: u64) -> f32 {
@@ -56,12 +52,6 @@ impl Fp for F32 {
     fn sqrt(a: f32) -> f32 {
         a.sqrt()
     }
-    fn is_zero(b: u64) -> bool {
-        (b as u32) & 0x7fff_ffff == 0
-    }
-    fn sign(b: u64) -> bool {
-        (b as u32) >> 31 != 0
-    }
     fn to_f64(b: u64) -> f64 {
         f64::from(f32::from_bits(b as u32))
     }
@@ -69,7 +59,6 @@ impl Fp for F32 {
 
 impl Fp for F64 {
     type F = f64;
-    const BITS: u32 = 64;
     const QUIET: u64 = 0x0008_0000_0000_0000;
     const DEFAULT_NAN: u64 = 0xfff8_0000_0000_0000;
     fn to_f(b: u64) -> f64 {
@@ -95,12 +84,6 @@ impl Fp for F64 {
     }
     fn sqrt(a: f64) -> f64 {
         a.sqrt()
-    }
-    fn is_zero(b: u64) -> bool {
-        b & 0x7fff_ffff_ffff_ffff == 0
-    }
-    fn sign(b: u64) -> bool {
-        b >> 63 != 0
     }
     fn to_f64(b: u64) -> f64 {
         f64::from_bits(b)
@@ -159,8 +142,8 @@ pub(crate) fn cmp<P: Fp>(a: u64, b: u64, pred: u8) -> bool {
         2 => !unord && x <= y,
         3 => unord,
         4 => unord || x != y,
-        5 => unord || !(x < y),
-        6 => unord || !(x <= y),
+        5 => unord || x >= y,
+        6 => unord || x > y,
         _ => !unord,
     }
 }

@@ -270,7 +270,6 @@ vops! {
     Unpckhps |d, s, i, m| interleave::<32>(d, s, true);
     Unpcklpd |d, s, i, m| interleave::<64>(d, s, false);
     Unpckhpd |d, s, i, m| interleave::<64>(d, s, true);
-    Andnps |d, s, i, m| !d & s;
     Addps |d, s, i, m| zip::<32>(d, s, |x, y| fp::arith::<F32>(x, y, F32::add));
     Addpd |d, s, i, m| zip::<64>(d, s, |x, y| fp::arith::<F64>(x, y, F64::add));
     Subps |d, s, i, m| zip::<32>(d, s, |x, y| fp::arith::<F32>(x, y, F32::sub));

@@ -704,11 +704,9 @@ impl Cpu {
         }
         let extint = (shared.extint.load(Ordering::Acquire) && self.accepts_pic())
             || vs.extint_msg.swap(false, Ordering::AcqRel);
-        if extint {
-            if let Some(v) = io.pic_acknowledge() {
-                self.raise(v, Event::External, 0, io)?;
-                return Ok(true);
-            }
+        if extint && let Some(v) = io.pic_acknowledge() {
+            self.raise(v, Event::External, 0, io)?;
+            return Ok(true);
         }
         Ok(false)
     }

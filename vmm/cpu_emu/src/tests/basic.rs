@@ -159,7 +159,7 @@ fn multiply_divide_and_divide_error() {
     assert_eq!(r.gpr[11], 2);
     // The pushed RIP is the DIV itself (a fault).
     let div_at = code.len() as u64 - 3;
-    assert_eq!(m.io.port(0xe9), vec![(CODE + div_at - 0) & 0xffff_ffff]);
+    assert_eq!(m.io.port(0xe9), vec![(CODE + div_at) & 0xffff_ffff]);
 }
 
 #[test]

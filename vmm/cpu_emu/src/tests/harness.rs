@@ -111,11 +111,13 @@ pub(crate) const MEM: u64 = 16 << 20;
 
 pub(crate) const KCODE: u16 = 0x08;
 pub(crate) const KDATA: u16 = 0x10;
+#[allow(dead_code, reason = "documents the GDT layout")]
 pub(crate) const UCODE32: u16 = 0x18;
 pub(crate) const UDATA: u16 = 0x20;
 pub(crate) const UCODE64: u16 = 0x28;
 pub(crate) const TSS_SEL: u16 = 0x30;
 pub(crate) const KCODE32: u16 = 0x40;
+#[allow(dead_code, reason = "documents the GDT layout")]
 pub(crate) const KCODE16: u16 = 0x48;
 
 /// A processor on its own memory with a recording exit handler.
@@ -180,33 +182,9 @@ impl Machine {
         self.vp.set_registers(&r).unwrap();
     }
 
-    /// Writes the standard GDT (see the selector constants) and an empty 64-bit TSS.
+    /// Writes the standard GDT.
     pub fn write_gdt(&self) {
-        let tss_lo = 0x0000_8900_0000_0067u64 | ((TSS & 0xff_ffff) << 16) | ((TSS >> 24) << 56);
-        let entries: [u64; 10] = [
-            0,
-            0x00af_9b00_0000_ffff, // 0x08 kernel code 64
-            0x00cf_9300_0000_ffff, // 0x10 kernel data
-            0x00cf_fb00_0000_ffff, // 0x18 user code 32
-            0x00cf_f300_0000_ffff, // 0x20 user data
-            0x00af_fb00_0000_ffff, // 0x28 user code 64
-            tss_lo,                // 0x30 TSS (16 bytes)
-            0,
-            0x00cf_9b00_0000_ffff, // 0x40 kernel code 32
-            0x0000_9b00_0000_ffff, // 0x48 kernel code 16
-        ];
-        for (i, e) in entries.iter().enumerate() {
-            self.w64(GDT + 8 * i as u64, *e);
-        }
-    }
-
-    /// Identity-maps the first 1 GiB with 2 MiB pages (PML4 at `PML4`).
-    pub fn write_identity_paging(&self) {
-        self.w64(PML4, (PML4 + 0x1000) | 7);
-        self.w64(PML4 + 0x1000, (PML4 + 0x2000) | 7);
-        for i in 0..512u64 {
-            self.w64(PML4 + 0x2000 + 8 * i, (i << 21) | 0x87);
-        }
+        write_gdt(&self.mem);
     }
 
     /// A 64-bit interrupt gate for `vector` to `handler`.
@@ -225,58 +203,103 @@ impl Machine {
     /// `CODE` with RSP = `STACK`.
     pub fn long_mode(code: &[u8]) -> Machine {
         let mut m = Machine::new();
-        m.write_gdt();
-        m.write_identity_paging();
+        prepare_long_mode_memory(&m.mem);
         m.write(CODE, code);
-        // RSP0 in the TSS.
-        m.w64(TSS + 4, STACK + 0x10000);
-        let flat = |sel: u16, attr: u16| SegmentRegister {
-            base: 0,
-            limit: 0xffff_ffff,
-            selector: sel,
-            attributes: attr,
-        };
-        let s = SpecialRegisters {
-            cs: flat(KCODE, 0xa09b),
-            ds: flat(KDATA, 0xc093),
-            es: flat(KDATA, 0xc093),
-            fs: flat(KDATA, 0xc093),
-            gs: flat(KDATA, 0xc093),
-            ss: flat(KDATA, 0xc093),
-            tr: SegmentRegister {
-                base: TSS,
-                limit: 0x67,
-                selector: TSS_SEL,
-                attributes: 0x8b,
-            },
-            ldtr: SegmentRegister {
-                base: 0,
-                limit: 0,
-                selector: 0,
-                attributes: 0x82,
-            },
-            gdtr: TableRegister {
-                base: GDT,
-                limit: 0x7f,
-            },
-            idtr: TableRegister {
-                base: IDT,
-                limit: 0xfff,
-            },
-            cr0: 0x8005_0033,
-            cr2: 0,
-            cr3: PML4,
-            cr4: 0x6a0,
-            cr8: 0,
-            efer: 0xd01,
-            apic_base: 0xfee0_0900,
-        };
-        m.vp.set_special_registers(&s).unwrap();
+        m.vp.set_special_registers(&long_mode_sregs()).unwrap();
         let mut r = m.regs();
         r.rip = CODE;
         r.gpr[4] = STACK;
         r.rflags = 2;
         m.vp.set_registers(&r).unwrap();
         m
+    }
+
+    /// Advances the partition's (manual) clock.
+    pub fn advance_clock(&self, ns: u64) {
+        self.vp.cpu.shared.clock.advance(ns);
+    }
+}
+
+fn w64(mem: &GuestMemory, gpa: u64, v: u64) {
+    mem.write_plain(gpa, &v).unwrap();
+}
+
+/// Writes the standard GDT (see the selector constants) with a 64-bit TSS at `TSS`.
+pub(crate) fn write_gdt(mem: &GuestMemory) {
+    let tss_lo = 0x0000_8900_0000_0067u64 | ((TSS & 0xff_ffff) << 16) | ((TSS >> 24) << 56);
+    let entries: [u64; 10] = [
+        0,
+        0x00af_9b00_0000_ffff, // 0x08 kernel code 64
+        0x00cf_9300_0000_ffff, // 0x10 kernel data
+        0x00cf_fb00_0000_ffff, // 0x18 user code 32
+        0x00cf_f300_0000_ffff, // 0x20 user data
+        0x00af_fb00_0000_ffff, // 0x28 user code 64
+        tss_lo,                // 0x30 TSS (16 bytes)
+        0,
+        0x00cf_9b00_0000_ffff, // 0x40 kernel code 32
+        0x0000_9b00_0000_ffff, // 0x48 kernel code 16
+    ];
+    for (i, e) in entries.iter().enumerate() {
+        w64(mem, GDT + 8 * i as u64, *e);
+    }
+}
+
+/// GDT, identity paging of the low 4 GiB (2 MiB pages below 1 GiB, 1 GiB pages above), and
+/// RSP0 in the TSS.
+pub(crate) fn prepare_long_mode_memory(mem: &GuestMemory) {
+    write_gdt(mem);
+    w64(mem, PML4, (PML4 + 0x1000) | 7);
+    w64(mem, PML4 + 0x1000, (PML4 + 0x2000) | 7);
+    for i in 1..4u64 {
+        w64(mem, PML4 + 0x1000 + 8 * i, (i << 30) | 0x87);
+    }
+    for i in 0..512u64 {
+        w64(mem, PML4 + 0x2000 + 8 * i, (i << 21) | 0x87);
+    }
+    w64(mem, TSS + 4, STACK + 0x10000);
+}
+
+/// Segment and control registers of 64-bit mode at CPL 0 (see `prepare_long_mode_memory`).
+pub(crate) fn long_mode_sregs() -> SpecialRegisters {
+    let flat = |sel: u16, attr: u16| SegmentRegister {
+        base: 0,
+        limit: 0xffff_ffff,
+        selector: sel,
+        attributes: attr,
+    };
+    SpecialRegisters {
+        cs: flat(KCODE, 0xa09b),
+        ds: flat(KDATA, 0xc093),
+        es: flat(KDATA, 0xc093),
+        fs: flat(KDATA, 0xc093),
+        gs: flat(KDATA, 0xc093),
+        ss: flat(KDATA, 0xc093),
+        tr: SegmentRegister {
+            base: TSS,
+            limit: 0x67,
+            selector: TSS_SEL,
+            attributes: 0x8b,
+        },
+        ldtr: SegmentRegister {
+            base: 0,
+            limit: 0,
+            selector: 0,
+            attributes: 0x82,
+        },
+        gdtr: TableRegister {
+            base: GDT,
+            limit: 0x7f,
+        },
+        idtr: TableRegister {
+            base: IDT,
+            limit: 0xfff,
+        },
+        cr0: 0x8005_0033,
+        cr2: 0,
+        cr3: PML4,
+        cr4: 0x6a0,
+        cr8: 0,
+        efer: 0xd01,
+        apic_base: 0xfee0_0900,
     }
 }

@@ -1,0 +1,3 @@
+//! Support shared by integration tests.
+
+pub mod legacy_pc;
