@@ -9,7 +9,9 @@
 //! - payload run times: a CPL0 compute loop, port I/O exits, LAPIC timer interrupts, each from
 //!   exec to power off, minus the idle payload's time;
 //! - Linux: exec to the first vCPU entry for a real bzImage (decompression and loading), from
-//!   agar-vmm's own log line.
+//!   agar-vmm's own log line; and, with an initrd following the guest contract, the time to
+//!   `agar-init: ready` and to power off on `emu`, against QEMU TCG booting the same kernel and
+//!   initrd in the same run (the peer).
 //!
 //! Every row is also given as a ratio to the KVM row measured in the same run.
 
@@ -260,6 +262,88 @@ fn linux_ready(kernel: &Path, initrd: Option<&Path>, backend: &[&str]) -> Option
     at
 }
 
+/// Boots `cmd` (a VMM with the guest's console on stdout) to `agar-init: ready` and to its
+/// exit: (ready, exit) from spawn, or `None` if it does not get there in 10 minutes.
+fn boot_to_ready(mut cmd: Command) -> Option<(Duration, Duration)> {
+    let started = Instant::now();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let out = BufReader::new(child.stdout.take()?);
+    let mut ready = None;
+    for line in out.lines().map_while(Result::ok) {
+        if ready.is_none() && line.contains("agar-init: ready") {
+            ready = Some(started.elapsed());
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            break;
+        }
+    }
+    let status = child.wait().ok()?;
+    let exit = started.elapsed();
+    (status.success()).then_some(())?;
+    Some((ready?, exit))
+}
+
+fn linux_boot_rows(kernel: &Path, initrd: &Path) {
+    let append = "console=ttyS0 agar.poweroff";
+    let mut agar = Command::new(env!("CARGO_BIN_EXE_agar-vmm"));
+    agar.args([
+        "--hypervisor",
+        "emu",
+        "-p",
+        "2",
+        "-m",
+        "300MB",
+        "--log",
+        "warn",
+        "--kernel",
+    ])
+    .arg(kernel)
+    .arg("--initrd")
+    .arg(initrd)
+    .args(["-c", append]);
+    let mut qemu = Command::new("qemu-system-x86_64");
+    qemu.args([
+        "-M",
+        "pc",
+        "-smp",
+        "2",
+        "-m",
+        "300",
+        "-nographic",
+        "-no-reboot",
+        "-kernel",
+    ])
+    .arg(kernel)
+    .arg("-initrd")
+    .arg(initrd)
+    .args(["-append", append]);
+    let Some(peer) = boot_to_ready(qemu) else {
+        println!("(QEMU did not boot the kernel: no peer for the Linux boot rows)");
+        return;
+    };
+    let Some(emu) = boot_to_ready(agar) else {
+        println!("[emu] Linux did not reach agar-init: ready and power off");
+        return;
+    };
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+    println!(
+        "[emu] Linux -p 2: exec to agar-init: ready  {}  ({:.2}x QEMU TCG: {})",
+        ms(emu.0),
+        ratio(emu.0, peer.0),
+        ms(peer.0).trim()
+    );
+    println!(
+        "[emu] Linux -p 2: exec to power off         {}  ({:.2}x QEMU TCG: {})",
+        ms(emu.1),
+        ratio(emu.1, peer.1),
+        ms(peer.1).trim()
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |k: &str| {
@@ -358,6 +442,9 @@ fn main() {
                 );
             }
         }
+    }
+    if emu_ok && let (Some(k), Some(i)) = (arg("kernel"), arg("initrd")) {
+        linux_boot_rows(&k, &i);
     }
     let _ = std::fs::remove_dir_all(dir);
 }

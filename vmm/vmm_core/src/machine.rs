@@ -139,6 +139,15 @@ impl MachineConfig {
     }
 }
 
+/// The text of a panic payload.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
 /// The PIC's INTR output, wired to the bootstrap processor's LINT0.
 struct ExtIntLine(Arc<dyn Partition>);
 
@@ -505,8 +514,11 @@ impl Machine {
         let exits = Arc::new(
             MachineExits::new(pio, mmio, Some(pic), Some(ioapic), msrs).with_hyperv(hyperv.clone()),
         );
+        let timer_halt = halt.clone();
         let mut timer = poller
-            .start(clock)
+            .start(clock, move |msg| {
+                timer_halt.halt(HaltReason::BackendError(msg));
+            })
             .map_err(|e| MachineError::Thread("timer", e))?;
         let mut threads = Vec::new();
         for mut p in processors {
@@ -516,14 +528,28 @@ impl Machine {
             let t = std::thread::Builder::new()
                 .name(format!("vp{vp}"))
                 .spawn(move || {
-                    let reason = match p.run(&*exits) {
-                        Ok(VpExit::Stopped) => return,
-                        Ok(VpExit::TripleFault) => HaltReason::TripleFault {
-                            vp,
-                            rip: p.registers().ok().map(|r| r.rip),
-                        },
-                        Err(VirtError::Internal(detail)) => HaltReason::BackendError(detail),
-                        Err(e) => HaltReason::BackendError(e.to_string()),
+                    // A panic in the backend or a device must end the run, not leave the
+                    // machine waiting for a halt that never comes.
+                    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        match p.run(&*exits) {
+                            Ok(VpExit::Stopped) => None,
+                            Ok(VpExit::TripleFault) => Some(HaltReason::TripleFault {
+                                vp,
+                                rip: p.registers().ok().map(|r| r.rip),
+                            }),
+                            Err(VirtError::Internal(detail)) => {
+                                Some(HaltReason::BackendError(detail))
+                            }
+                            Err(e) => Some(HaltReason::BackendError(e.to_string())),
+                        }
+                    }));
+                    let reason = match run {
+                        Ok(None) => return,
+                        Ok(Some(reason)) => reason,
+                        Err(panic) => HaltReason::BackendError(format!(
+                            "vp{vp} panicked: {}",
+                            panic_message(&*panic)
+                        )),
                     };
                     vp_halt.halt(reason);
                 });

@@ -69,15 +69,34 @@ impl Poller {
         devices.iter().filter_map(|d| d.lock().poll(now_ns)).min()
     }
 
-    /// Starts the thread.
-    pub fn start(self, clock: VmClock) -> std::io::Result<PollerThread> {
+    /// Starts the thread. If a device panics while polled, the thread calls `on_panic` with the
+    /// message and stops polling.
+    pub fn start(
+        self,
+        clock: VmClock,
+        on_panic: impl Fn(String) + Send + 'static,
+    ) -> std::io::Result<PollerThread> {
         let wake = self.wake.clone();
         let devices = self.devices;
         let thread = std::thread::Builder::new()
             .name("timer".into())
             .spawn(move || {
                 loop {
-                    let next = Self::poll_all(&devices, clock.now_ns());
+                    let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        Self::poll_all(&devices, clock.now_ns())
+                    }));
+                    let next = match polled {
+                        Ok(next) => next,
+                        Err(panic) => {
+                            let msg = panic
+                                .downcast_ref::<&str>()
+                                .map(|s| s.to_string())
+                                .or_else(|| panic.downcast_ref::<String>().cloned())
+                                .unwrap_or_else(|| "(no message)".into());
+                            on_panic(format!("timer thread: a device panicked: {msg}"));
+                            return;
+                        }
+                    };
                     let mut s = wake.state.lock();
                     if s.stop {
                         return;
@@ -164,6 +183,27 @@ mod tests {
         }
     }
 
+    struct Bomb;
+
+    impl Poll for Bomb {
+        fn poll(&mut self, _now_ns: u64) -> Option<u64> {
+            panic!("tick bomb");
+        }
+    }
+
+    #[test]
+    fn a_panicking_device_is_reported() {
+        let mut p = Poller::new();
+        p.add(shared(Bomb));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut t = p
+            .start(VmClock::new(), move |m| tx.send(m).unwrap())
+            .unwrap();
+        let msg = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(msg, "timer thread: a device panicked: tick bomb");
+        t.stop();
+    }
+
     #[test]
     fn polls_at_deadlines_and_on_wake() {
         let clock = VmClock::new();
@@ -179,7 +219,7 @@ mod tests {
             polls: polls.clone(),
         }));
         let waker = p.waker();
-        let mut t = p.start(clock.clone()).unwrap();
+        let mut t = p.start(clock.clone(), |m| panic!("{m}")).unwrap();
         std::thread::sleep(Duration::from_millis(100));
         // ~50 periods of 2 ms in 100 ms; allow a loaded machine plenty of slack.
         let n = fired.load(Ordering::Relaxed);

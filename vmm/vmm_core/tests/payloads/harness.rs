@@ -328,12 +328,32 @@ pub fn run_with_watchdog(
     run_configured(hv, processors, watchdog, |_| {}, build)
 }
 
+/// [`run`] with a chance to add devices to the machine before it runs.
+pub fn run_with_setup(
+    hv: &dyn Hypervisor,
+    setup: impl FnOnce(&mut Machine),
+    build: impl FnOnce(&Machine, &mut Payload),
+) -> Outcome {
+    run_full(hv, 1, WATCHDOG, |_| {}, setup, build)
+}
+
 /// [`run_with_watchdog`] with a chance to change the machine's configuration first.
 pub fn run_configured(
     hv: &dyn Hypervisor,
     processors: u32,
     watchdog: Duration,
     configure: impl FnOnce(&mut MachineConfig),
+    build: impl FnOnce(&Machine, &mut Payload),
+) -> Outcome {
+    run_full(hv, processors, watchdog, configure, |_| {}, build)
+}
+
+fn run_full(
+    hv: &dyn Hypervisor,
+    processors: u32,
+    watchdog: Duration,
+    configure: impl FnOnce(&mut MachineConfig),
+    setup: impl FnOnce(&mut Machine),
     build: impl FnOnce(&Machine, &mut Payload),
 ) -> Outcome {
     let mut config = MachineConfig::new(processors, MEMORY);
@@ -359,6 +379,7 @@ pub fn run_configured(
     machine
         .add_mmio_device("recorder", MMIO_BASE..=MMIO_BASE + 0xfff, recorder.clone())
         .unwrap();
+    setup(&mut machine);
     machine.load(&plan).expect("load");
     let clocks = vmm_core::cpuid::Clocks {
         tsc_hz: machine.partition().tsc_frequency(),

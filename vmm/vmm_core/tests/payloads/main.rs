@@ -704,3 +704,34 @@ fn acpi_tables_are_where_the_rsdp_says(hv: &dyn Hypervisor) {
     assert_eq!(&v[1].to_le_bytes(), b"PTR ");
     assert_eq!(&v[2].to_le_bytes(), b"XSDT");
 }
+
+/// A device that panics on a guest access ends the run as a backend error instead of hanging
+/// the machine (the vCPU thread catches the panic and halts).
+#[test]
+fn a_panicking_device_halts_the_machine() {
+    struct Bomb;
+    impl device_api::PortIo for Bomb {
+        fn io_read(&mut self, _port: u16, _data: &mut [u8]) -> device_api::IoResult {
+            Ok(())
+        }
+        fn io_write(&mut self, _port: u16, _data: &[u8]) -> device_api::IoResult {
+            panic!("bomb went off");
+        }
+    }
+    let hv = vmm_core::backend::emu().expect("emu");
+    let o = harness::run_with_setup(
+        &*hv,
+        |m| {
+            m.add_port_device("bomb", 0x99..=0x99, device_api::shared(Bomb))
+                .unwrap();
+        },
+        |_, p| {
+            p.asm.out(0x99, al).unwrap();
+            p.power_off();
+        },
+    );
+    match &o.reason {
+        HaltReason::BackendError(s) => assert!(s.contains("vp0 panicked: bomb went off"), "{s}"),
+        other => panic!("{other:?}"),
+    }
+}
