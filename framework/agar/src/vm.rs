@@ -600,7 +600,11 @@ impl Vm {
         let log = self.port(port)?.clone();
         let idx = usize::from(port) - 1;
         let what = format!("/{pattern}/ on {}", log.name());
-        let deadline = tokio::time::Instant::now() + timeout;
+        // A huge timeout means "no limit" (the watchdog still applies).
+        let now = tokio::time::Instant::now();
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or(now + Duration::from_secs(100 * 365 * 86_400));
         let mut rx = log.subscribe();
         let found = async {
             loop {

@@ -249,6 +249,8 @@ async fn framework_leaves_no_vmm_when_the_test_process_is_killed(
         !process_alive(vmm),
         "VMM {vmm} outlived its test process by 5 s"
     );
+    // Nothing else of its process group either.
+    assert_eq!(agar::process::live_group_members(vmm), Vec::<u32>::new());
     println!(
         "VMM {vmm} gone {} ms after its test process was killed",
         killed.elapsed().as_millis()
