@@ -1,6 +1,6 @@
-//! Benchmarks: sha256 verify throughput and warm-cache resolve time (through the pin and
-//! through the cache's ref), each next to a peer
-//! measured in the same run (coreutils `sha256sum`; a bare `stat`).
+//! Benchmarks: sha256 verify throughput, warm-cache resolve time (through the pin and
+//! through the cache's ref) and BIOS boot media (first build, cached lookup), each next to a
+//! peer measured in the same run (coreutils `sha256sum`; a bare `stat`; `cp` of the medium).
 //!
 //! `cargo bench -p artifacts --bench artifacts_bench`
 
@@ -86,6 +86,7 @@ fn main() {
                 size: content.len() as u64,
                 spec: entry.spec(),
                 debs: Vec::new(),
+                tools: Vec::new(),
             },
         )
         .expect("ref");
@@ -112,6 +113,7 @@ fn main() {
                 size: content.len() as u64,
                 spec: seabios,
                 debs: Vec::new(),
+                tools: Vec::new(),
             },
         )
         .expect("ref");
@@ -154,5 +156,63 @@ fn main() {
     println!(
         "  building a resolver (built-in manifest + lock parse): {:.0} us",
         from_env.as_secs_f64() * 1e6
+    );
+
+    media(dir.path());
+}
+
+/// A BIOS disk with an agent-sized extra archive: the first build, then the lookup every
+/// later test pays, next to copying the medium (what a test would do without the cache).
+fn media(dir: &std::path::Path) {
+    use artifacts::media::BiosDisk;
+    use artifacts::media::BootFiles;
+    let Ok(resolver) = Resolver::from_env() else {
+        println!("BIOS media: no cache directory; skipped");
+        return;
+    };
+    let Ok(files) = BootFiles::from_artifacts(
+        &resolver,
+        artifacts::ids::DEBIAN12_K61_KERNEL,
+        artifacts::ids::DEBIAN12_K61_INITRD,
+    ) else {
+        println!("BIOS media: the 6.1 kernel/initrd are not restored; skipped");
+        return;
+    };
+    let mut agent = artifacts::recipes::cpio::Archive::new();
+    agent.add(
+        "sbin/agar-agent",
+        0o755,
+        artifacts::recipes::cpio::Node::File(vec![0x5a; 4 << 20]),
+    );
+    let files = files.append_initrd_bytes(agent.to_bytes());
+    let disk = BiosDisk::new(files);
+    let cache = Cache::new(dir.join("media-cache"));
+    let t = Instant::now();
+    let built = disk.build(&cache).expect("build the medium");
+    let first = t.elapsed();
+    let lookup = best_of(20, || disk.build(&cache).expect("lookup"));
+    let copy = best_of(3, || {
+        std::fs::copy(&built.path, dir.join("copy.vhd")).expect("copy")
+    });
+    println!(
+        "BIOS disk (6.1 kernel + initrd + 4 MiB agent archive, {} MiB VHD)",
+        built.size >> 20
+    );
+    println!(
+        "  first build        {:>10.1} ms",
+        first.as_secs_f64() * 1e3
+    );
+    println!(
+        "  cached lookup      {:>10.1} us",
+        lookup.as_secs_f64() * 1e6
+    );
+    println!(
+        "  cp of the medium   {:>10.1} us (peer)",
+        copy.as_secs_f64() * 1e6
+    );
+    println!(
+        "  ratio lookup / cp: {:.2}x, build / lookup: {:.0}x",
+        lookup.as_secs_f64() / copy.as_secs_f64(),
+        first.as_secs_f64() / lookup.as_secs_f64()
     );
 }

@@ -6,6 +6,8 @@
 //!   blobs/sha256/<hex>               file contents, read-only, named by their digest
 //!   refs/artifacts/<name>.toml       which blob an artifact is, and what it was made from
 //!   refs/debs/<package>_<version>.toml   which blob a downloaded .deb is
+//!   refs/media/<key>.toml            which blob a BIOS boot medium built from inputs hashing
+//!                                    to <key> is (see `media`); its mtime is its last use
 //!   tmp/                             partial downloads and builds (same filesystem: atomic rename)
 //!   locks/                           advisory locks, one per artifact/package being restored
 //! ```
@@ -25,6 +27,7 @@ use std::path::PathBuf;
 use crate::hash::Sha256;
 use crate::manifest::LockedArtifact;
 use crate::manifest::LockedDeb;
+use crate::media::MediaRef;
 
 /// The environment variable that moves the cache.
 pub const CACHE_DIR_ENV: &str = "AGAR_CACHE_DIR";
@@ -127,12 +130,20 @@ impl Cache {
             .join(format!("{package}_{version}.toml"))
     }
 
+    fn media_ref_path(&self, key: &Sha256) -> PathBuf {
+        self.root
+            .join("refs")
+            .join("media")
+            .join(format!("{key}.toml"))
+    }
+
     /// Creates the directory layout and the CACHEDIR.TAG.
     pub fn ensure_layout(&self) -> Result<(), CacheIoError> {
         for dir in [
             self.root.join("blobs").join("sha256"),
             self.root.join("refs").join("artifacts"),
             self.root.join("refs").join("debs"),
+            self.root.join("refs").join("media"),
             self.tmp_dir(),
             self.root.join("locks"),
         ] {
@@ -293,6 +304,53 @@ impl Cache {
         Ok(out)
     }
 
+    /// The built medium whose inputs hash to `key`, if any.
+    pub fn media_ref(&self, key: &Sha256) -> Result<Option<MediaRef>, CacheIoError> {
+        read_toml(&self.media_ref_path(key))
+    }
+
+    /// Records a built medium.
+    pub fn set_media_ref(&self, key: &Sha256, r: &MediaRef) -> Result<(), CacheIoError> {
+        let text = toml::to_string(r).unwrap_or_default();
+        write_atomic(&self.tmp_dir(), &self.media_ref_path(key), text.as_bytes())
+    }
+
+    /// Marks a medium as used now (`gc` keeps recently used media). Best effort.
+    pub fn touch_media_ref(&self, key: &Sha256) {
+        let path = self.media_ref_path(key);
+        if let Ok(f) = OpenOptions::new().write(true).open(&path) {
+            let _ = f.set_modified(std::time::SystemTime::now());
+        }
+    }
+
+    /// Keys of all built media, with the time each was last used.
+    pub fn media_refs(&self) -> Result<Vec<(Sha256, std::time::SystemTime)>, CacheIoError> {
+        let dir = self.root.join("refs").join("media");
+        let mut out = Vec::new();
+        for name in list_dir(&dir)? {
+            let Some(key) = name.strip_suffix(".toml").and_then(|k| k.parse().ok()) else {
+                continue;
+            };
+            let used = fs::metadata(dir.join(&name))
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::UNIX_EPOCH);
+            out.push((key, used));
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Forgets a built medium (its blob stays until `gc`).
+    pub fn remove_media_ref(&self, key: &Sha256) -> Result<(), CacheIoError> {
+        let path = self.media_ref_path(key);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(CacheIoError::new("cannot remove", &path)(e))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Digests of all blobs present.
     pub fn blobs(&self) -> Result<Vec<Sha256>, CacheIoError> {
         let dir = self.root.join("blobs").join("sha256");
@@ -351,7 +409,10 @@ pub(crate) fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> Result<
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = tmp_dir.join(format!("{file_name}.{}.new", std::process::id()));
+    // Unique per process and call: threads of one process may write the same file.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = tmp_dir.join(format!("{file_name}.{}.{n}.new", std::process::id()));
     let mut f = File::create(&tmp).map_err(CacheIoError::new("cannot write", &tmp))?;
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
@@ -387,6 +448,7 @@ mod tests {
             size: 1,
             spec: Sha256::of(b"s"),
             debs: vec![],
+            tools: Vec::new(),
         };
         cache.set_artifact_ref("a", &r).unwrap();
         assert_eq!(cache.artifact_ref("a").unwrap(), Some(r));

@@ -26,6 +26,8 @@ pub enum ArtifactKind {
     UefiFirmware,
     /// A bootable disk image (raw, VHD, VHDX).
     DiskImage,
+    /// A bootable CD/DVD image (ISO 9660).
+    OpticalImage,
     /// An IGVM file (paravisor).
     Igvm,
 }
@@ -39,6 +41,7 @@ impl ArtifactKind {
             Self::BiosFirmware => "bios",
             Self::UefiFirmware => "uefi",
             Self::DiskImage => "disk",
+            Self::OpticalImage => "optical",
             Self::Igvm => "igvm",
         }
     }
@@ -183,6 +186,8 @@ pub mod kind {
         UefiFirmware => UefiFirmware;
         /// A disk image.
         DiskImage => DiskImage;
+        /// A CD/DVD image.
+        OpticalImage => OpticalImage;
         /// An IGVM file.
         Igvm => Igvm;
     }
@@ -193,6 +198,7 @@ pub use kind::DiskImage;
 pub use kind::Igvm;
 pub use kind::Initrd;
 pub use kind::Kernel;
+pub use kind::OpticalImage;
 pub use kind::UefiFirmware;
 
 /// A typed handle: an [`ArtifactId`] whose kind is known to the compiler.
@@ -291,6 +297,12 @@ declare_artifacts! {
     OVMF_VARS: UefiFirmware, Any, X86_64 = "ovmf_vars";
     /// OVMF `OVMF.fd`: code and variables in one 2 MiB image, for VMMs without pflash.
     OVMF_FD: UefiFirmware, Any, X86_64 = "ovmf_fd";
+    /// Debian 12, 6.1 kernel + agar initramfs on a BIOS-bootable MBR disk (VHD, syslinux),
+    /// no agent; boots with `console=ttyS0 agar.poweroff` (IDE, `pcat(ide(debian12))`).
+    DEBIAN12_K61_BIOS_VHD: DiskImage, Debian12, X86_64 = "debian12_k61_bios_vhd";
+    /// Debian 12, 6.1 kernel + agar initramfs on a BIOS-bootable ISO (isolinux, El Torito),
+    /// no agent; boots with `console=ttyS0 agar.poweroff` from a CD/DVD drive.
+    DEBIAN12_K61_BIOS_ISO: OpticalImage, Debian12, X86_64 = "debian12_k61_bios_iso";
 }
 
 #[cfg(test)]
@@ -319,6 +331,10 @@ mod tests {
         assert_eq!(DEBIAN12_K612_INITRD.kind(), ArtifactKind::Initrd);
         assert_eq!(SEABIOS_BIOS.kind(), ArtifactKind::BiosFirmware);
         assert_eq!(OVMF_CODE.kind(), ArtifactKind::UefiFirmware);
+        assert_eq!(DEBIAN12_K61_BIOS_VHD.kind(), ArtifactKind::DiskImage);
+        assert_eq!(DEBIAN12_K61_BIOS_ISO.kind(), ArtifactKind::OpticalImage);
+        assert_eq!(DEBIAN12_K61_BIOS_VHD.os(), Os::Debian12);
+        assert_eq!(DEBIAN12_K61_BIOS_ISO.kind().as_str(), "optical");
         assert_eq!(DEBIAN12_K61_KERNEL.os(), Os::Debian12);
         assert_eq!(SEABIOS_BIOS.os(), Os::Any);
         assert_eq!(DEBIAN12_K61_INITRD.name(), "debian12_k61_initrd");

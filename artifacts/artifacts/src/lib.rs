@@ -12,6 +12,10 @@
 //!   read-only blobs named by digest, small ref files naming them, advisory locks.
 //! - [`restore`]: what `agar artifacts restore` runs: [`download`] (verified, resumable,
 //!   retried HTTP), [`apt`] + [`deb`] (Debian packages), [`recipes`] (the initramfs).
+//! - [`media`]: BIOS boot media (an MBR disk as VHD/VHDX/raw, an El Torito ISO) assembled from
+//!   a kernel, initramfs archives and a command line with Debian's syslinux/mtools/xorriso,
+//!   cached by the hash of their inputs. The framework builds media with the agent inside
+//!   at test time; `restore` builds the pinned ones.
 //! - [`resolve`]: what tests call. `$AGAR_ARTIFACTS_DIR/<name>`, then the cache; a missing
 //!   artifact is an error naming the command to run. Tests never build or download.
 //!
@@ -29,6 +33,7 @@ pub mod hash;
 pub mod ids;
 pub mod maintenance;
 pub mod manifest;
+pub mod media;
 pub mod progress;
 pub mod recipes;
 pub mod resolve;

@@ -68,14 +68,31 @@ pub struct GcReport {
     pub bytes: u64,
     /// Refs of artifacts that are no longer in the manifest or are stale.
     pub refs: Vec<String>,
+    /// Built BIOS media (keys of `refs/media/`) not used for [`MEDIA_KEEP`].
+    pub media: Vec<Sha256>,
     /// Partial downloads and builds.
     pub tmp: Vec<PathBuf>,
 }
 
-/// Removes everything the catalog's artifacts do not use: blobs, stale refs, partial files.
-/// Kept: the blob of every current artifact ref and the packages it was made from, and
-/// whatever the lock pins.
+/// How long `gc` keeps a built medium after its last use (each cache hit counts as a use):
+/// the framework builds one per agent build, so old ones pile up; any is rebuilt on demand
+/// in about a second.
+pub const MEDIA_KEEP: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// Removes everything the catalog's artifacts do not use: blobs, stale refs, partial files,
+/// and built media unused for [`MEDIA_KEEP`]. Kept: the blob of every current artifact ref and
+/// the packages it was made from, whatever the lock pins, and recently used media.
 pub fn gc(cache: &Cache, catalog: &Catalog, dry_run: bool) -> Result<GcReport, CacheIoError> {
+    gc_media_older_than(cache, catalog, dry_run, MEDIA_KEEP)
+}
+
+/// [`gc`] with another age limit for built media.
+pub fn gc_media_older_than(
+    cache: &Cache,
+    catalog: &Catalog,
+    dry_run: bool,
+    keep: std::time::Duration,
+) -> Result<GcReport, CacheIoError> {
     let _gc = cache.lock("gc")?;
     let mut live = BTreeSet::new();
     let mut report = GcReport::default();
@@ -95,6 +112,16 @@ pub fn gc(cache: &Cache, catalog: &Catalog, dry_run: bool) -> Result<GcReport, C
         }
         if let Some(l) = catalog.lock.get(entry.name()) {
             live.extend(l.debs.iter().map(|d| d.sha256));
+        }
+    }
+    let now = std::time::SystemTime::now();
+    for (key, used) in cache.media_refs()? {
+        let fresh = !matches!(now.duration_since(used), Ok(age) if age >= keep);
+        match cache.media_ref(&key)? {
+            Some(r) if fresh => {
+                live.insert(r.sha256);
+            }
+            _ => report.media.push(key),
         }
     }
     for sha in cache.blobs()? {
@@ -125,6 +152,9 @@ pub fn gc(cache: &Cache, catalog: &Catalog, dry_run: bool) -> Result<GcReport, C
     };
     for name in &report.refs {
         cache.remove_artifact_ref(name)?;
+    }
+    for key in &report.media {
+        cache.remove_media_ref(key)?;
     }
     for sha in &report.blobs {
         remove(cache.blob_path(sha))?;
@@ -193,6 +223,7 @@ mod tests {
                     size: 4,
                     spec: entry.spec(),
                     debs: vec![],
+                    tools: Vec::new(),
                 },
             )
             .unwrap();
@@ -204,6 +235,7 @@ mod tests {
                     size: 3,
                     spec: Sha256::of(b"x"),
                     debs: vec![],
+                    tools: Vec::new(),
                 },
             )
             .unwrap();
@@ -225,5 +257,46 @@ mod tests {
             vec!["thing".to_owned()]
         );
         assert!(cache.tmp_files().unwrap().is_empty());
+    }
+
+    #[test]
+    fn gc_keeps_recently_used_media_and_drops_old_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path());
+        cache.ensure_layout().unwrap();
+        let catalog = catalog_for(b"nothing");
+        let record = |sha| crate::media::MediaRef {
+            sha256: sha,
+            size: 5,
+            medium: "disk".into(),
+            format: "vhd".into(),
+            kernel: Sha256::of(b"k"),
+            initrd: Sha256::of(b"i"),
+        };
+        let (a, _) = cache.insert_bytes(b"disk1").unwrap();
+        let (b, _) = cache.insert_bytes(b"disk2").unwrap();
+        let (ka, kb) = (Sha256::of(b"key a"), Sha256::of(b"key b"));
+        cache.set_media_ref(&ka, &record(a)).unwrap();
+        cache.set_media_ref(&kb, &record(b)).unwrap();
+        // `b` was last used two days ago.
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 24 * 3600);
+        std::fs::File::options()
+            .write(true)
+            .open(dir.path().join(format!("refs/media/{kb}.toml")))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+
+        let week = gc(&cache, &catalog, false).unwrap();
+        assert!(week.media.is_empty() && week.blobs.is_empty(), "{week:?}");
+
+        let day = std::time::Duration::from_secs(24 * 3600);
+        let report = gc_media_older_than(&cache, &catalog, false, day).unwrap();
+
+        assert_eq!(report.media, vec![kb]);
+        assert_eq!(report.blobs, vec![b]);
+        assert!(cache.media_ref(&kb).unwrap().is_none());
+        assert_eq!(cache.media_ref(&ka).unwrap(), Some(record(a)));
+        assert!(cache.blob_path(&a).exists());
     }
 }

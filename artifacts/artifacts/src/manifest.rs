@@ -7,7 +7,9 @@
 //! - `source = "deb"`: one `file` (a path inside the package; one `*` allowed) from a Debian
 //!   package, named directly (`package`) or through a metapackage whose dependency is the real
 //!   package (`metapackage`, resolved with `apt-cache depends`).
-//! - `source = "build"`: a project recipe (`recipe = "initramfs"`) with its parameters.
+//! - `source = "build"`: a project recipe with its parameters: `recipe = "initramfs"`
+//!   (`kernel`, `busybox`, `modules`), or `recipe = "bios-disk"` / `"bios-iso"` (`kernel`,
+//!   `initrd`, `cmdline`; the disk's image format is the entry's `format`).
 //!
 //! `artifacts.lock` is written by `agar artifacts restore --update-lock`: per artifact the
 //! sha256 and size of the file, the Debian packages (name, version, sha256, size) it came
@@ -86,6 +88,8 @@ pub enum Format {
     Vhdx,
     /// An IGVM file.
     Igvm,
+    /// An ISO 9660 image (CD/DVD).
+    Iso,
     /// Anything else (test fixtures).
     Blob,
 }
@@ -102,6 +106,7 @@ impl Format {
             Self::Vhd => "vhd",
             Self::Vhdx => "vhdx",
             Self::Igvm => "igvm",
+            Self::Iso => "iso",
             Self::Blob => "blob",
         }
     }
@@ -137,6 +142,46 @@ pub enum Recipe {
         /// Modules to include, with their dependencies.
         modules: Vec<String>,
     },
+    /// A BIOS-bootable MBR disk (syslinux) holding a kernel and initramfs; the image format
+    /// (`vhd`, `vhdx`, `raw`) is the entry's.
+    BiosDisk {
+        /// The kernel artifact.
+        kernel: String,
+        /// The initramfs artifact.
+        initrd: String,
+        /// The kernel command line.
+        cmdline: String,
+    },
+    /// A BIOS-bootable El Torito ISO (isolinux) holding a kernel and initramfs.
+    BiosIso {
+        /// The kernel artifact.
+        kernel: String,
+        /// The initramfs artifact.
+        initrd: String,
+        /// The kernel command line.
+        cmdline: String,
+    },
+}
+
+impl Recipe {
+    /// The recipe's name in the manifest.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Initramfs { .. } => "initramfs",
+            Self::BiosDisk { .. } => "bios-disk",
+            Self::BiosIso { .. } => "bios-iso",
+        }
+    }
+
+    /// The artifacts it is made from.
+    pub fn inputs(&self) -> Vec<&str> {
+        match self {
+            Self::Initramfs { kernel, .. } => vec![kernel],
+            Self::BiosDisk { kernel, initrd, .. } | Self::BiosIso { kernel, initrd, .. } => {
+                vec![kernel, initrd]
+            }
+        }
+    }
 }
 
 /// Where an artifact comes from.
@@ -243,6 +288,8 @@ struct RawEntry {
     kernel: Option<String>,
     busybox: Option<String>,
     modules: Option<Vec<String>>,
+    initrd: Option<String>,
+    cmdline: Option<String>,
 }
 
 /// The parsed manifest: entries by name.
@@ -273,19 +320,40 @@ impl Manifest {
     }
 
     fn check_references(&self, origin: &str) -> Result<(), ManifestError> {
+        let fail = |entry: &Entry, reason: String| ManifestError::Entry {
+            origin: origin.to_owned(),
+            name: entry.name().to_owned(),
+            reason,
+        };
         for entry in self.entries.values() {
-            if let Source::Build(Recipe::Initramfs { kernel, .. }) = entry.source() {
-                let ok = matches!(
-                    self.entries.get(kernel).map(|k| k.source()),
-                    Some(Source::Deb { .. })
-                );
-                if !ok {
-                    return Err(ManifestError::Entry {
-                        origin: origin.to_owned(),
-                        name: entry.name().to_owned(),
-                        reason: format!("kernel `{kernel}` must be a deb-sourced artifact"),
-                    });
+            match entry.source() {
+                Source::Build(Recipe::Initramfs { kernel, .. }) => {
+                    let ok = matches!(
+                        self.entries.get(kernel).map(|k| k.source()),
+                        Some(Source::Deb { .. })
+                    );
+                    if !ok {
+                        return Err(fail(
+                            entry,
+                            format!("kernel `{kernel}` must be a deb-sourced artifact"),
+                        ));
+                    }
                 }
+                Source::Build(Recipe::BiosDisk { kernel, initrd, .. })
+                | Source::Build(Recipe::BiosIso { kernel, initrd, .. }) => {
+                    for (input, format) in [(kernel, Format::Bzimage), (initrd, Format::CpioNewc)] {
+                        if self.entries.get(input).map(|e| e.format()) != Some(format) {
+                            return Err(fail(
+                                entry,
+                                format!(
+                                    "`{input}` must be an artifact with format = \"{}\"",
+                                    format.as_str()
+                                ),
+                            ));
+                        }
+                    }
+                }
+                _ => {}
             }
         }
         Ok(())
@@ -328,6 +396,8 @@ fn convert_entry(name: &str, raw: RawEntry) -> Result<Entry, String> {
         kernel,
         busybox,
         modules,
+        initrd,
+        cmdline,
     } = raw;
     let forbid = |present: bool, field: &str, kind: &str| {
         if present {
@@ -350,6 +420,8 @@ fn convert_entry(name: &str, raw: RawEntry) -> Result<Entry, String> {
                 (kernel.is_some(), "kernel"),
                 (busybox.is_some(), "busybox"),
                 (modules.is_some(), "modules"),
+                (initrd.is_some(), "initrd"),
+                (cmdline.is_some(), "cmdline"),
             ] {
                 forbid(present, field, "url")?;
             }
@@ -375,6 +447,8 @@ fn convert_entry(name: &str, raw: RawEntry) -> Result<Entry, String> {
                 (kernel.is_some(), "kernel"),
                 (busybox.is_some(), "busybox"),
                 (modules.is_some(), "modules"),
+                (initrd.is_some(), "initrd"),
+                (cmdline.is_some(), "cmdline"),
             ] {
                 forbid(present, field, "deb")?;
             }
@@ -409,6 +483,11 @@ fn convert_entry(name: &str, raw: RawEntry) -> Result<Entry, String> {
             }
             match need(recipe, "recipe", "build")?.as_str() {
                 "initramfs" => {
+                    for (present, field) in
+                        [(initrd.is_some(), "initrd"), (cmdline.is_some(), "cmdline")]
+                    {
+                        forbid(present, field, "build\" with recipe = \"initramfs")?;
+                    }
                     let modules = modules.unwrap_or_default();
                     if let Some(bad) = modules.iter().find(|m| !valid_module_name(m)) {
                         return Err(format!("module name `{bad}` is not valid"));
@@ -419,7 +498,52 @@ fn convert_entry(name: &str, raw: RawEntry) -> Result<Entry, String> {
                         modules,
                     })
                 }
-                other => return Err(format!("unknown recipe `{other}` (known: initramfs)")),
+                r @ ("bios-disk" | "bios-iso") => {
+                    for (present, field) in [
+                        (busybox.is_some(), "busybox"),
+                        (modules.is_some(), "modules"),
+                    ] {
+                        forbid(present, field, &format!("build\" with recipe = \"{r}"))?;
+                    }
+                    let formats: &[Format] = if r == "bios-disk" {
+                        &[Format::Vhd, Format::Vhdx, Format::Raw]
+                    } else {
+                        &[Format::Iso]
+                    };
+                    if !formats.contains(&format) {
+                        return Err(format!(
+                            "recipe `{r}` makes format {}, not `{}`",
+                            formats
+                                .iter()
+                                .map(|f| format!("`{}`", f.as_str()))
+                                .collect::<Vec<_>>()
+                                .join(" or "),
+                            format.as_str()
+                        ));
+                    }
+                    let cmdline = cmdline.unwrap_or_else(|| crate::media::DEFAULT_CMDLINE.into());
+                    crate::media::check_cmdline(&cmdline).map_err(|e| e.to_string())?;
+                    let kernel = need(kernel, "kernel", "build")?;
+                    let initrd = need(initrd, "initrd", "build")?;
+                    Source::Build(if r == "bios-disk" {
+                        Recipe::BiosDisk {
+                            kernel,
+                            initrd,
+                            cmdline,
+                        }
+                    } else {
+                        Recipe::BiosIso {
+                            kernel,
+                            initrd,
+                            cmdline,
+                        }
+                    })
+                }
+                other => {
+                    return Err(format!(
+                        "unknown recipe `{other}` (known: initramfs, bios-disk, bios-iso)"
+                    ));
+                }
             }
         }
     };
@@ -451,6 +575,16 @@ pub struct LockedDeb {
     pub size: u64,
 }
 
+/// A host tool package a recipe ran (the BIOS media recipes), by Debian version.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockedTool {
+    /// Debian package name.
+    pub package: String,
+    /// Its installed version (`unknown` on hosts without dpkg).
+    pub version: String,
+}
+
 /// What an artifact hashed to and what it was made from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -464,6 +598,9 @@ pub struct LockedArtifact {
     /// Debian packages it came from, if any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub debs: Vec<LockedDeb>,
+    /// Host tools that made it (recipes that run them), if any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<LockedTool>,
 }
 
 /// The lock: artifacts by name.
@@ -685,6 +822,7 @@ mod tests {
                     sha256: Sha256::of(b"deb"),
                     size: 9,
                 }],
+                tools: Vec::new(),
             },
         );
         let text = lock.to_toml();

@@ -294,6 +294,7 @@ mod tests {
                     size: 3,
                     spec: Sha256::of(b"an older entry"),
                     debs: vec![],
+                    tools: Vec::new(),
                 },
             )
             .unwrap();
@@ -315,6 +316,7 @@ mod tests {
             size: 3,
             spec,
             debs: vec![],
+            tools: Vec::new(),
         };
         cache.set_artifact_ref("thing", &ref_to_old).unwrap();
         let resolver = Resolver::new(cache.clone(), None, catalog);

@@ -34,9 +34,12 @@ use crate::manifest::DebPackage;
 use crate::manifest::Lock;
 use crate::manifest::LockedArtifact;
 use crate::manifest::LockedDeb;
+use crate::manifest::LockedTool;
 use crate::manifest::ManifestError;
 use crate::manifest::Recipe;
 use crate::manifest::Source;
+use crate::media;
+use crate::media::MediaError;
 use crate::progress::Progress;
 use crate::recipes::initramfs;
 use crate::recipes::initramfs::InitramfsError;
@@ -99,6 +102,9 @@ pub enum RestoreError {
     /// The initramfs recipe failed.
     #[error(transparent)]
     Initramfs(#[from] InitramfsError),
+    /// A BIOS boot medium recipe failed.
+    #[error(transparent)]
+    Media(#[from] MediaError),
     /// The cache could not be written.
     #[error(transparent)]
     Cache(#[from] CacheIoError),
@@ -361,6 +367,9 @@ impl Restorer {
             .ok_or_else(|| RestoreError::Unknown(name.to_owned()))?;
         let kernel = match entry.source() {
             Source::Build(Recipe::Initramfs { kernel, .. }) => Some(self.restore_one(kernel)?),
+            Source::Build(recipe @ (Recipe::BiosDisk { .. } | Recipe::BiosIso { .. })) => {
+                return self.restore_media(name, entry.spec(), entry.format(), recipe);
+            }
             _ => None,
         };
         let _lock = self.cache.lock(&format!("artifact-{name}"))?;
@@ -399,6 +408,7 @@ impl Restorer {
                 size: *size,
                 spec,
                 debs: Vec::new(),
+                tools: Vec::new(),
             };
             return self.restore_url(name, url, record, current.as_ref());
         }
@@ -453,6 +463,7 @@ impl Restorer {
                     size: f.data.len() as u64,
                     spec,
                     debs: vec![deb],
+                    tools: Vec::new(),
                 };
                 (record, f.data, Outcome::Extracted)
             }
@@ -497,10 +508,14 @@ impl Restorer {
                     size: built.bytes.len() as u64,
                     spec,
                     debs,
+                    tools: Vec::new(),
                 };
                 (record, built.bytes, Outcome::Built)
             }
             Source::Url { .. } => return internal_error("url sources are restored above"),
+            Source::Build(Recipe::BiosDisk { .. } | Recipe::BiosIso { .. }) => {
+                return internal_error("media are restored above");
+            }
         };
         if let Some(p) = &pinned
             && p.debs == record.debs
@@ -518,6 +533,144 @@ impl Restorer {
             name: name.to_owned(),
             path,
             outcome,
+            record,
+            warnings,
+        })
+    }
+
+    /// A BIOS boot medium: its kernel and initramfs artifacts first, then the medium, built
+    /// with the host's tools (through the media cache, so a medium built before is reused).
+    /// The lock pins its bytes for the packages *and* tool versions it records; a host with
+    /// other tool versions builds a different file, which is used with a warning.
+    fn restore_media(
+        &self,
+        name: &str,
+        spec: Sha256,
+        format: crate::manifest::Format,
+        recipe: &Recipe,
+    ) -> Result<Restored, RestoreError> {
+        let (kernel, initrd, cmdline, kind) = match recipe {
+            Recipe::BiosDisk {
+                kernel,
+                initrd,
+                cmdline,
+            } => (kernel, initrd, cmdline, media::MediumKind::Disk),
+            Recipe::BiosIso {
+                kernel,
+                initrd,
+                cmdline,
+            } => (kernel, initrd, cmdline, media::MediumKind::Iso),
+            Recipe::Initramfs { .. } => return internal_error("not a media recipe"),
+        };
+        let k = self.restore_one(kernel)?;
+        let i = self.restore_one(initrd)?;
+        let _lock = self.cache.lock(&format!("artifact-{name}"))?;
+        let mut debs = k.record.debs.clone();
+        for d in &i.record.debs {
+            if !debs.contains(d) {
+                debs.push(d.clone());
+            }
+        }
+        let pinned = if self.options.update_lock {
+            None
+        } else {
+            self.catalog
+                .lock
+                .get(name)
+                .filter(|l| l.spec == spec && l.debs == debs)
+                .cloned()
+        };
+        let cached = |r: &LockedArtifact| -> Result<Option<Restored>, RestoreError> {
+            Ok(self.verified_blob(&r.sha256, r.size)?.map(|path| Restored {
+                name: name.to_owned(),
+                path,
+                outcome: Outcome::Cached,
+                record: r.clone(),
+                warnings: Vec::new(),
+            }))
+        };
+        // 1. The pinned file (however it got into this cache).
+        if let Some(p) = &pinned
+            && let Some(done) = cached(p)?
+        {
+            if self.cache.artifact_ref(name)?.as_ref() != Some(p) {
+                self.cache.set_artifact_ref(name, p)?;
+            }
+            return Ok(done);
+        }
+        let tools = media::Toolchain::system();
+        let host_tools = tools.versions(kind);
+        // 2. What an earlier restore built from these inputs with these tools.
+        if let Some(r) = self.cache.artifact_ref(name)?
+            && r.spec == spec
+            && r.debs == debs
+            && host_tools.as_ref().is_ok_and(|t| *t == r.tools)
+            && let Some(done) = cached(&r)?
+        {
+            return Ok(done);
+        }
+        // 3. Build (a lookup if the media cache has it).
+        let host_tools = host_tools?;
+        let files = media::BootFiles::new(&k.path, &i.path).replace_cmdline(cmdline)?;
+        let task = self.progress.task(&format!("build {name}"), None);
+        let built = match kind {
+            media::MediumKind::Disk => {
+                let disk_format = match format {
+                    crate::manifest::Format::Vhdx => media::DiskFormat::Vhdx,
+                    crate::manifest::Format::Raw => media::DiskFormat::Raw,
+                    _ => media::DiskFormat::Vhd,
+                };
+                media::BiosDisk::new(files)
+                    .format(disk_format)
+                    .build_with(&self.cache, tools)
+            }
+            media::MediumKind::Iso => media::BiosIso::new(files).build_with(&self.cache, tools),
+        };
+        task.finish(match &built {
+            Ok(m) if m.cached => "cached",
+            Ok(_) => "done",
+            Err(_) => "failed",
+        });
+        let built = built?;
+        let record = LockedArtifact {
+            sha256: built.sha256,
+            size: built.size,
+            spec,
+            debs,
+            tools: host_tools,
+        };
+        let mut warnings = Vec::new();
+        if let Some(p) = self
+            .catalog
+            .lock
+            .get(name)
+            .filter(|l| !self.options.update_lock && l.spec == spec && l.debs == record.debs)
+            && p.sha256 != record.sha256
+        {
+            if p.tools == record.tools {
+                return Err(RestoreError::NotReproducible {
+                    name: name.to_owned(),
+                    expected: p.sha256,
+                    actual: record.sha256,
+                });
+            }
+            self.warn(
+                &mut warnings,
+                format!(
+                    "`{name}`: built with other tools than artifacts.lock records ({}), so it differs from the pinned file. Run `agar artifacts restore --update-lock` and commit artifacts.lock if this host is the reference",
+                    tool_differences(&p.tools, &record.tools)
+                ),
+            );
+        }
+        self.cache.set_artifact_ref(name, &record)?;
+        Ok(Restored {
+            name: name.to_owned(),
+            path: built.path,
+            outcome: if built.cached {
+                Outcome::Cached
+            } else {
+                Outcome::Built
+            },
             record,
             warnings,
         })
@@ -707,6 +860,25 @@ impl Restorer {
             Err(_) => task.finish("failed"),
         }
         result
+    }
+}
+
+/// `pkg locked -> host` for every tool version that differs.
+fn tool_differences(locked: &[LockedTool], host: &[LockedTool]) -> String {
+    let mut out = Vec::new();
+    for h in host {
+        let l = locked
+            .iter()
+            .find(|l| l.package == h.package)
+            .map_or("(none)", |l| l.version.as_str());
+        if l != h.version {
+            out.push(format!("{} {l} -> {}", h.package, h.version));
+        }
+    }
+    if out.is_empty() {
+        "a different set of tools".to_owned()
+    } else {
+        out.join(", ")
     }
 }
 

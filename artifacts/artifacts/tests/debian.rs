@@ -506,3 +506,195 @@ fn initramfs_follows_its_kernel_when_the_kernel_package_moves_on() {
     );
     assert_eq!(resolver.resolve_name("initrd").unwrap(), initrd.path);
 }
+
+const MEDIA_MANIFEST: &str = r#"
+[artifacts.k]
+format = "bzimage"
+source = "deb"
+package = "fake-kernel"
+file = "boot/vmlinuz"
+
+[artifacts.i]
+format = "cpio-newc"
+source = "deb"
+package = "fake-initrd"
+file = "boot/initrd.cpio"
+
+[artifacts.disk]
+format = "vhd"
+source = "build"
+recipe = "bios-disk"
+kernel = "k"
+initrd = "i"
+cmdline = "console=ttyS0 agar.poweroff"
+
+[artifacts.iso]
+format = "iso"
+source = "build"
+recipe = "bios-iso"
+kernel = "k"
+initrd = "i"
+"#;
+
+fn publish_media_inputs(apt: &FakeApt) {
+    let mut kernel = vec![0u8; 4096];
+    kernel[0x202..0x206].copy_from_slice(b"HdrS");
+    let mut a = artifacts::recipes::cpio::Archive::new();
+    a.add(
+        "init",
+        0o755,
+        artifacts::recipes::cpio::Node::File(b"#!/bin/sh\n".to_vec()),
+    );
+    apt.publish("fake-kernel", "1", &[("boot/vmlinuz", &kernel)]);
+    apt.publish("fake-initrd", "1", &[("boot/initrd.cpio", &a.to_bytes())]);
+}
+
+#[test]
+fn bios_media_are_built_from_their_inputs_and_pinned_with_the_tool_versions() {
+    let apt = FakeApt::new();
+    publish_media_inputs(&apt);
+    let cache = tempfile::tempdir().unwrap();
+    let unlocked = Catalog::parse(MEDIA_MANIFEST, "m", None).unwrap();
+
+    let r = restorer(cache.path(), unlocked, &apt, false);
+    let first = r.restore(&[]).unwrap();
+    let lock = r.updated_lock(&first);
+
+    let disk = only(first.clone(), "disk");
+    assert_eq!(disk.outcome, Outcome::Built);
+    assert_eq!(
+        artifacts::media::tools::Toolchain::system()
+            .versions(artifacts::media::MediumKind::Disk)
+            .unwrap(),
+        disk.record.tools
+    );
+    let pinned = lock.get("disk").unwrap();
+    assert!(pinned.tools.iter().any(|t| t.package == "dosfstools"));
+    let packages: Vec<&str> = pinned.debs.iter().map(|d| d.package.as_str()).collect();
+    assert_eq!(packages, ["fake-kernel", "fake-initrd"]);
+    assert!(
+        lock.get("iso")
+            .unwrap()
+            .tools
+            .iter()
+            .any(|t| t.package == "xorriso")
+    );
+    assert_eq!(
+        std::fs::read(&disk.path).unwrap().get(..8),
+        Some(&b"conectix"[..]),
+        "a dynamic VHD starts with its footer copy"
+    );
+
+    // With the lock and a warm cache: nothing to do, no apt, even offline.
+    let calls = apt.calls().len();
+    let again = restorer(cache.path(), with_lock(MEDIA_MANIFEST, &lock), &apt, true)
+        .restore(&[])
+        .unwrap();
+    assert!(
+        again.iter().all(|x| x.outcome == Outcome::Cached),
+        "{again:?}"
+    );
+    assert_eq!(apt.calls().len(), calls);
+
+    // A cold cache builds the same bytes the lock pins.
+    let cold = tempfile::tempdir().unwrap();
+    let rebuilt = restorer(cold.path(), with_lock(MEDIA_MANIFEST, &lock), &apt, false)
+        .restore(&["disk".into(), "iso".into()])
+        .unwrap();
+    for x in &rebuilt {
+        assert_eq!(x.outcome, Outcome::Built);
+        assert_eq!(x.record.sha256, lock.get(&x.name).unwrap().sha256);
+        assert!(x.warnings.is_empty(), "{:?}", x.warnings);
+    }
+}
+
+#[test]
+fn bios_media_with_other_bytes_are_refused_unless_the_tools_differ() {
+    let apt = FakeApt::new();
+    publish_media_inputs(&apt);
+    let unlocked = Catalog::parse(MEDIA_MANIFEST, "m", None).unwrap();
+    let seed = tempfile::tempdir().unwrap();
+    let r = restorer(seed.path(), unlocked, &apt, false);
+    let lock = r.updated_lock(&r.restore(&["disk".into()]).unwrap());
+
+    // Same inputs, same tools, other bytes: not reproducible.
+    let mut wrong = lock.clone();
+    if let Some(d) = wrong.artifacts.get_mut("disk") {
+        d.sha256 = artifacts::hash::Sha256::of(b"something else");
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let e = restorer(cache.path(), with_lock(MEDIA_MANIFEST, &wrong), &apt, false)
+        .restore(&["disk".into()])
+        .unwrap_err();
+    let chain = format!("{e}: {}", std::error::Error::source(&e).unwrap());
+    assert!(chain.contains("not deterministic"), "{chain}");
+
+    // Locked with other tool versions: the host's build is used, with a warning.
+    let mut other_tools = wrong.clone();
+    if let Some(d) = other_tools.artifacts.get_mut("disk") {
+        for t in &mut d.tools {
+            if t.package == "dosfstools" {
+                t.version = "4.1-2".into();
+            }
+        }
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let built = restorer(
+        cache.path(),
+        with_lock(MEDIA_MANIFEST, &other_tools),
+        &apt,
+        false,
+    )
+    .restore(&["disk".into()])
+    .unwrap();
+    let disk = only(built, "disk");
+    assert_eq!(disk.record.sha256, lock.get("disk").unwrap().sha256);
+    assert!(
+        disk.warnings
+            .iter()
+            .any(|w| w.contains("dosfstools 4.1-2 -> ") && w.contains("--update-lock")),
+        "{:?}",
+        disk.warnings
+    );
+    let resolver = Resolver::new(
+        Cache::new(cache.path()),
+        None,
+        with_lock(MEDIA_MANIFEST, &other_tools),
+    );
+    assert_eq!(resolver.resolve_name("disk").unwrap(), disk.path);
+}
+
+#[test]
+fn media_recipes_check_their_manifest_entries() {
+    let bad = |text: &str| Catalog::parse(text, "m", None).unwrap_err().to_string();
+    let base = MEDIA_MANIFEST.replace("format = \"iso\"", "format = \"vhd\"");
+    assert!(
+        bad(&base).contains("recipe `bios-iso` makes format `iso`, not `vhd`"),
+        "{}",
+        bad(&base)
+    );
+    let swapped = MEDIA_MANIFEST.replace(
+        "kernel = \"k\"\ninitrd = \"i\"\ncmdline",
+        "kernel = \"i\"\ninitrd = \"i\"\ncmdline",
+    );
+    assert!(
+        bad(&swapped).contains("`i` must be an artifact with format = \"bzimage\""),
+        "{}",
+        bad(&swapped)
+    );
+    let newline = MEDIA_MANIFEST.replace("agar.poweroff\"", "agar.poweroff\\nDEFAULT x\"");
+    assert!(
+        bad(&newline).contains("contains '\\n'"),
+        "{}",
+        bad(&newline)
+    );
+    let stray = MEDIA_MANIFEST.replace(
+        "recipe = \"bios-iso\"",
+        "recipe = \"bios-iso\"\nbusybox = \"b\"",
+    );
+    assert!(
+        bad(&stray).contains("`busybox` does not apply"),
+        "{}",
+        bad(&stray)
+    );
+}

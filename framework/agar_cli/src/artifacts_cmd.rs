@@ -281,11 +281,7 @@ fn list(cache: Cache, catalog: Catalog, json: bool) -> anyhow::Result<ExitCode> 
             source: match entry.source() {
                 Source::Url { url, .. } => url.clone(),
                 Source::Deb { package, file } => format!("deb:{}:{file}", package.name()),
-                Source::Build(r) => match r {
-                    artifacts::manifest::Recipe::Initramfs { kernel, .. } => {
-                        format!("build:initramfs({kernel})")
-                    }
-                },
+                Source::Build(r) => format!("build:{}({})", r.name(), r.inputs().join("+")),
             },
             sha256: sha256.map(|s| s.to_string()),
             size,
@@ -342,10 +338,12 @@ fn gc(cache: &Cache, catalog: &Catalog, dry_run: bool) -> anyhow::Result<ExitCod
     let report = maintenance::gc(cache, catalog, dry_run)?;
     let verb = if dry_run { "would remove" } else { "removed" };
     println!(
-        "{verb} {} file(s) ({}), {} stale ref(s), {} partial file(s)",
+        "{verb} {} file(s) ({}), {} stale ref(s), {} boot medium/media unused for {} days, {} partial file(s)",
         report.blobs.len(),
         human_bytes(report.bytes),
         report.refs.len(),
+        report.media.len(),
+        maintenance::MEDIA_KEEP.as_secs() / 86400,
         report.tmp.len()
     );
     Ok(ExitCode::SUCCESS)

@@ -45,6 +45,8 @@ subcommands! {
     Artifacts => artifacts_cmd,
     /// Boot the default guest (Debian 12 kernel + agar initramfs) with agar-vmm.
     Run => run_cmd,
+    /// Inspect, create and convert disk images (.raw/.img, .vhd, .vhdx).
+    Disk => disk_cmd,
     /// Write the HTML matrix report of a VM test run.
     Report => report_cmd,
 }

@@ -342,3 +342,187 @@ fn run_without_agar_vmm_says_how_to_build_it() {
         text(&out)
     );
 }
+
+/// A stand-in for agar-vmm that writes its arguments, one per line, to `args` and exits 2
+/// (what the real one does for a flag that has not landed).
+fn fake_vmm(dir: &Path) -> (PathBuf, PathBuf) {
+    let vmm = dir.join("fake-agar-vmm");
+    let args_file = dir.join("args");
+    std::fs::write(
+        &vmm,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do echo \"$a\"; done > {}\necho 'agar-vmm: --pcat is not supported yet' >&2\nexit 2\n",
+            args_file.display()
+        ),
+    )
+    .unwrap();
+    let mut perms = std::fs::metadata(&vmm).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&vmm, perms).unwrap();
+    (vmm, args_file)
+}
+
+#[test]
+fn run_pcat_boots_the_pinned_bios_disk_or_iso_from_ide() {
+    let dir = tempfile::tempdir().unwrap();
+    let over = dir.path().join("artifacts");
+    std::fs::create_dir(&over).unwrap();
+    std::fs::write(over.join("debian12_k61_bios_vhd"), b"disk").unwrap();
+    std::fs::write(over.join("debian12_k61_bios_iso"), b"iso").unwrap();
+    let (vmm, args_file) = fake_vmm(dir.path());
+    let run = |args: &[&str]| {
+        let out = Command::new(AGAR)
+            .arg("run")
+            .args(args)
+            .env("AGAR_VMM", &vmm)
+            .env("AGAR_ARTIFACTS_DIR", &over)
+            .env("AGAR_CACHE_DIR", dir.path().join("cache"))
+            .output()
+            .unwrap();
+        // agar-vmm's exit code and message come through.
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("--pcat is not supported yet"),
+            "{}",
+            text(&out)
+        );
+        std::fs::read_to_string(&args_file).unwrap()
+    };
+    let disk = format!(
+        "memdiff:file:{}",
+        over.join("debian12_k61_bios_vhd").display()
+    );
+    let iso = format!(
+        "file:{};ro,dvd",
+        over.join("debian12_k61_bios_iso").display()
+    );
+
+    assert_eq!(run(&["--pcat"]), format!("--pcat\n--ide\n{disk}\n"));
+    assert_eq!(
+        run(&["--firmware", "pcat", "-p", "2"]),
+        format!("--pcat\n-p\n2\n--ide\n{disk}\n")
+    );
+    assert_eq!(run(&["--pcat", "--iso"]), format!("--pcat\n--ide\n{iso}\n"));
+
+    let out = Command::new(AGAR)
+        .args(["run", "--iso"])
+        .env("AGAR_VMM", &vmm)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("add --pcat"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn run_pcat_with_a_command_line_builds_and_caches_a_disk_carrying_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let over = dir.path().join("artifacts");
+    std::fs::create_dir(&over).unwrap();
+    let mut kernel = vec![0u8; 8192];
+    kernel[0x202..0x206].copy_from_slice(b"HdrS");
+    std::fs::write(over.join("debian12_k61_kernel"), kernel).unwrap();
+    let mut initrd = artifacts::recipes::cpio::Archive::new();
+    initrd.add(
+        "init",
+        0o755,
+        artifacts::recipes::cpio::Node::File(b"#!/bin/sh\n".to_vec()),
+    );
+    std::fs::write(over.join("debian12_k61_initrd"), initrd.to_bytes()).unwrap();
+    let (vmm, args_file) = fake_vmm(dir.path());
+    let cache = dir.path().join("cache");
+    let run = || {
+        let out = Command::new(AGAR)
+            .args(["run", "--pcat", "-c", "console=ttyS0 agar.modules=ata_piix"])
+            .env("AGAR_VMM", &vmm)
+            .env("AGAR_ARTIFACTS_DIR", &over)
+            .env("AGAR_CACHE_DIR", &cache)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        let args = std::fs::read_to_string(&args_file).unwrap();
+        let lines: Vec<String> = args.lines().map(str::to_owned).collect();
+        assert_eq!(lines[..2], ["--pcat", "--ide"], "{args}");
+        PathBuf::from(lines[2].strip_prefix("memdiff:file:").unwrap())
+    };
+
+    let first = run();
+    let second = run();
+
+    assert_eq!(first, second, "the second run reuses the cached disk");
+    assert!(first.starts_with(cache.join("blobs/sha256")), "{first:?}");
+    // The disk's syslinux.cfg carries the command line (read back through qemu-img + mtools).
+    let raw = dir.path().join("disk.img");
+    let convert = Command::new("qemu-img")
+        .args(["convert", "-f", "vpc", "-O", "raw"])
+        .arg(&first)
+        .arg(&raw)
+        .output()
+        .unwrap();
+    assert!(convert.status.success(), "{convert:?}");
+    let cfg = Command::new("mtype")
+        .arg("-i")
+        .arg(format!("{}@@1M", raw.display()))
+        .arg("::/syslinux.cfg")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&cfg.stdout)
+            .contains("APPEND initrd=/initrd.img console=ttyS0 agar.modules=ata_piix\n"),
+        "{cfg:?}"
+    );
+}
+
+#[test]
+fn concurrent_runs_needing_the_same_bios_disk_build_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let over = dir.path().join("artifacts");
+    std::fs::create_dir(&over).unwrap();
+    let mut kernel = vec![0u8; 1 << 20];
+    kernel[0x202..0x206].copy_from_slice(b"HdrS");
+    std::fs::write(over.join("debian12_k61_kernel"), kernel).unwrap();
+    let mut initrd = artifacts::recipes::cpio::Archive::new();
+    initrd.add(
+        "init",
+        0o755,
+        artifacts::recipes::cpio::Node::File(vec![b'#'; 1 << 20]),
+    );
+    std::fs::write(over.join("debian12_k61_initrd"), initrd.to_bytes()).unwrap();
+    let (vmm, _) = fake_vmm(dir.path());
+    let cache = dir.path().join("cache");
+
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            Command::new(AGAR)
+                .args(["-v", "run", "--pcat", "-c", "console=ttyS0 agar.poweroff"])
+                .env("AGAR_VMM", &vmm)
+                .env("AGAR_ARTIFACTS_DIR", &over)
+                .env("AGAR_CACHE_DIR", &cache)
+                .env_remove("RUST_LOG")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<Output> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+
+    let mut builds = 0;
+    for out in &outs {
+        assert_eq!(out.status.code(), Some(2), "{}", text(out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        builds += stderr.matches("built a BIOS boot medium").count();
+    }
+    assert_eq!(builds, 1, "{}", outs.iter().map(text).collect::<String>());
+    let blobs = std::fs::read_dir(cache.join("blobs/sha256"))
+        .unwrap()
+        .count();
+    assert_eq!(blobs, 1);
+    assert_eq!(std::fs::read_dir(cache.join("tmp")).unwrap().count(), 0);
+}

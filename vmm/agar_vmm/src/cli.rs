@@ -218,6 +218,14 @@ fn disks(matches: &ArgMatches, a: &Args) -> Result<Vec<DiskConfig>, CliError> {
 
 /// The first flag in `config` whose feature has not landed, as the error to print.
 pub fn unsupported(config: &VmConfig) -> Option<String> {
+    for d in config.disks.iter().filter(|d| d.bus == DiskBus::VmbusScsi) {
+        if !config.hv {
+            return Some("--disk needs --hv (the VMBus SCSI controller)".into());
+        }
+        if d.dvd {
+            return Some("--disk ...,dvd is not supported yet".into());
+        }
+    }
     let flag = match &config.boot {
         Boot::Pcat { .. } => Some("--pcat"),
         Boot::Uefi { .. } => Some("--uefi"),
@@ -225,12 +233,12 @@ pub fn unsupported(config: &VmConfig) -> Option<String> {
         Boot::LinuxDirect { .. } => None,
     }
     .or_else(|| {
-        config.disks.first().map(|d| match d.bus {
-            DiskBus::Ide => "--ide",
-            DiskBus::VmbusScsi => "--disk",
-        })
+        config
+            .disks
+            .iter()
+            .any(|d| d.bus == DiskBus::Ide)
+            .then_some("--ide")
     })
-    .or(config.hv.then_some("--hv"))
     .or(config.vtl2.then_some("--vtl2"))
     .or(config.gfx.then_some("--gfx"))
     .or(config.nic.then_some("--nic"))?;
@@ -374,8 +382,6 @@ mod tests {
             ("--uefi --uefi-firmware x.fd", "--uefi"),
             ("--igvm x.bin", "--igvm"),
             ("--kernel k --ide file:x.vhd", "--ide"),
-            ("--kernel k --disk mem:1G", "--disk"),
-            ("--kernel k --hv", "--hv"),
             ("--kernel k --vtl2", "--vtl2"),
             ("--kernel k --gfx", "--gfx"),
             ("--kernel k --nic", "--nic"),
@@ -387,6 +393,22 @@ mod tests {
                 "{line}"
             );
         }
+    }
+
+    #[test]
+    fn vmbus_disks_need_hv_and_are_not_dvds() {
+        let ok = parse_str("--kernel k --hv --disk mem:1G --disk memdiff:file:x.vhdx").unwrap();
+        assert_eq!(unsupported(&ok.config), None);
+        let no_hv = parse_str("--kernel k --disk mem:1G").unwrap();
+        assert_eq!(
+            unsupported(&no_hv.config).as_deref(),
+            Some("--disk needs --hv (the VMBus SCSI controller)")
+        );
+        let dvd = parse_str("--kernel k --hv --disk file:x.iso,dvd").unwrap();
+        assert_eq!(
+            unsupported(&dvd.config).as_deref(),
+            Some("--disk ...,dvd is not supported yet")
+        );
     }
 
     #[test]

@@ -29,6 +29,7 @@ fn other_error(error: anyhow::Error) -> Failure {
 }
 
 fn main() -> ExitCode {
+    let started = std::time::Instant::now();
     let parsed = match cli::parse(std::env::args_os()) {
         Ok(p) => p,
         Err(cli::CliError::Clap(e)) if !e.use_stderr() => {
@@ -46,7 +47,7 @@ fn main() -> ExitCode {
         }
     };
     init_logging(parsed.log.as_deref());
-    match run(&parsed.config, parsed.no_kvm_check) {
+    match run(&parsed.config, parsed.no_kvm_check, started) {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
             eprintln!("agar-vmm: {:#}", f.error);
@@ -68,7 +69,7 @@ fn init_logging(filter: Option<&str>) {
         .init();
 }
 
-fn run(config: &VmConfig, no_kvm_check: bool) -> Result<u8, Failure> {
+fn run(config: &VmConfig, no_kvm_check: bool, started: std::time::Instant) -> Result<u8, Failure> {
     if let Some(msg) = cli::unsupported(config) {
         return Err(config_error(anyhow::anyhow!(msg)));
     }
@@ -120,6 +121,7 @@ fn run(config: &VmConfig, no_kvm_check: bool) -> Result<u8, Failure> {
     machine_config.serial = config.serial.clone();
     machine_config.firmware_log = config.firmware_log.clone();
     machine_config.hv = config.hv;
+    machine_config.disks = config.disks.clone();
     let mut machine = Machine::new(&machine_config, &*selected.hypervisor)
         .context("building the machine")
         .map_err(other_error)?;
@@ -130,6 +132,12 @@ fn run(config: &VmConfig, no_kvm_check: bool) -> Result<u8, Failure> {
         .map_err(other_error)?;
     drop(plan);
 
+    tracing::info!(
+        "starting {} vCPU(s) on {} after {:.1} ms",
+        config.processors,
+        machine.backend(),
+        started.elapsed().as_secs_f64() * 1e3
+    );
     let reason = machine
         .run()
         .context("running the machine")

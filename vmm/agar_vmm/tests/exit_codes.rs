@@ -81,10 +81,7 @@ fn bad_command_lines_exit_2_with_one_line() {
             vec!["--kernel", k, "--ide", "file:x.vhd"],
             "--ide is not supported yet",
         ),
-        (
-            vec!["--kernel", k, "--disk", "mem:1G"],
-            "--disk is not supported yet",
-        ),
+        (vec!["--kernel", k, "--disk", "mem:1G"], "--disk needs --hv"),
         (vec!["--kernel", k, "--gfx"], "--gfx is not supported yet"),
         (vec!["--kernel", k, "--nic"], "--nic is not supported yet"),
         (vec!["--kernel", k, "--vtl2"], "--vtl2 is not supported yet"),

@@ -317,6 +317,11 @@ impl Cpu {
 
     /// Writes an APIC register (xAPIC offset).
     fn apic_reg_write(&mut self, off: u32, v: u32, io: &dyn ExitHandler) {
+        tracing::debug!(
+            off = format_args!("{off:#x}"),
+            v = format_args!("{v:#x}"),
+            "apic write"
+        );
         match off {
             0x20 => {
                 if !self.apic.x2apic() {

@@ -149,6 +149,7 @@ pub(crate) struct Msrs {
     pub mtrr_def_type: u64,
     pub mtrr: Vec<(u32, u64)>,
     pub spec_ctrl: u64,
+    pub tsc_adjust: u64,
 }
 
 /// One virtual processor's complete state.
@@ -169,12 +170,18 @@ pub struct Cpu {
     pub(crate) seg_wlim: [u64; 8],
     /// Linear addresses wrap at 4 GiB outside 64-bit mode.
     pub(crate) lin_mask: u64,
+    /// The instruction pointer's width (IP, EIP or RIP).
+    pub(crate) ip_mask: u64,
     /// Stack pointer width mask (SS.B, or 64-bit mode).
     pub(crate) sp_mask: u64,
     /// Offset of the current privilege level's half of the TLB.
     pub(crate) tlb_sel: usize,
     /// End the current block after this instruction.
     pub(crate) exit_req: bool,
+    /// This processor stored into a page holding decoded code: look blocks up afresh.
+    pub(crate) smc: bool,
+    /// The code epoch of guest memory when last checked (see `Vp::events`).
+    pub(crate) seen_code_epoch: u64,
     /// Blocks left before the next event check (interrupts, timers, stop requests).
     pub(crate) countdown: i32,
     pub(crate) tlb: Tlb,
@@ -199,6 +206,10 @@ pub struct Cpu {
     pub(crate) cs_limit: u64,
     pub(crate) msr: Msrs,
     pub(crate) tsc_offset: i128,
+    /// VM time (ns) as of the last event check: RDTSC's time base.
+    pub(crate) now_ns: u64,
+    /// Last value RDTSC returned (it never goes backward or repeats).
+    pub(crate) tsc_last: u64,
     pub(crate) fpu: Box<Fpu>,
     pub(crate) cpuid: CpuidTable,
 
@@ -236,9 +247,12 @@ impl Cpu {
             seg_rlim: [0; 8],
             seg_wlim: [0; 8],
             lin_mask: 0xffff_ffff,
+            ip_mask: 0xffff,
             sp_mask: 0xffff,
             tlb_sel: 0,
             exit_req: false,
+            smc: false,
+            seen_code_epoch: 0,
             countdown: 0,
             tlb: Tlb::new(),
             mem,
@@ -262,6 +276,8 @@ impl Cpu {
                 ..Msrs::default()
             },
             tsc_offset: 0,
+            now_ns: 0,
+            tsc_last: 0,
             fpu: Box::default(),
             cpuid,
             shadow: false,
@@ -336,6 +352,11 @@ impl Cpu {
             u64::MAX
         } else {
             0xffff_ffff
+        };
+        self.ip_mask = match self.bitness {
+            64 => u64::MAX,
+            32 => 0xffff_ffff,
+            _ => 0xffff,
         };
         self.sp_mask = if self.mode == Mode::Long {
             u64::MAX
@@ -458,6 +479,16 @@ impl Cpu {
         self.regs[RIP] = r.rip;
         self.set_rflags_raw(r.rflags);
         self.exit_req = true;
+    }
+
+    /// A store hit a page holding decoded code: end the block, and validate the next block
+    /// against the code generations instead of following a chain link.
+    #[inline]
+    pub(crate) fn code_written(&mut self) {
+        self.exit_req = true;
+        self.smc = true;
+        // Every chain link may lead into the changed code.
+        self.tlb.epoch = self.tlb.epoch.wrapping_add(1);
     }
 
     /// IOPL from RFLAGS.

@@ -73,8 +73,13 @@ pub fn supported_cpuid_with_tsc(processor_count: u32, tsc_hz: u64) -> CpuidTable
     add(4, Some(0), [0, 0, 0, 0]);
     // Leaf 6: ARAT (the APIC timer runs in every C-state).
     add(6, None, [1 << 2, 0, 0, 0]);
-    // Leaf 7: ERMS, FSRM (REP MOVSB/STOSB are the fast path here), ARCH_CAPABILITIES.
-    add(7, Some(0), [0, 1 << 9, 0, (1 << 4) | (1 << 29)]);
+    // Leaf 7: TSC_ADJUST, ERMS, FSRM (REP MOVSB/STOSB are the fast path here),
+    // ARCH_CAPABILITIES.
+    add(
+        7,
+        Some(0),
+        [0, (1 << 1) | (1 << 9), 0, (1 << 4) | (1 << 29)],
+    );
     // Leaf 0xB: topology, one thread per core, `n` cores. EDX (x2APIC ID) is per processor.
     let shift = 32 - (n - 1).leading_zeros();
     add(0xb, Some(0), [0, 1, 1 << 8, 0]);

@@ -289,7 +289,13 @@ pub(crate) fn translate(
     if has_mem {
         fill_mem(&mut op, ins, bitness);
     }
-    let end = !matches!(ins.flow_control(), FlowControl::Next);
+    // Conditional branches whose handlers end the block when taken (Jcc) do not end blocks:
+    // blocks extend along the fall-through path.
+    let end = match ins.flow_control() {
+        FlowControl::Next => false,
+        FlowControl::ConditionalBranch => !is_jcc(ins.mnemonic()),
+        _ => true,
+    };
     let f = translate_inner(ins, &mut op, bitness, feat);
     match f {
         Some(f) => {
@@ -1225,6 +1231,28 @@ fn translate_inner(
         }
         _ => return None,
     })
+}
+
+fn is_jcc(m: Mn) -> bool {
+    matches!(
+        m,
+        Mn::Jo
+            | Mn::Jno
+            | Mn::Jb
+            | Mn::Jae
+            | Mn::Je
+            | Mn::Jne
+            | Mn::Jbe
+            | Mn::Ja
+            | Mn::Js
+            | Mn::Jns
+            | Mn::Jp
+            | Mn::Jnp
+            | Mn::Jl
+            | Mn::Jge
+            | Mn::Jle
+            | Mn::Jg
+    )
 }
 
 fn is_code16(ins: &Instruction) -> bool {

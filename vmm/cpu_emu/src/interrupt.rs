@@ -143,6 +143,8 @@ impl Cpu {
             Mode::Long | Mode::Compat => self.deliver_long(v, kind, code, io),
         };
         if r.is_ok() {
+            self.shared.vps[self.index as usize].delivered[v as usize]
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.halted = false;
             self.exit_req = true;
             if kind == Event::Nmi {

@@ -40,6 +40,7 @@ pub(crate) mod op;
 pub(crate) mod partition;
 pub(crate) mod seg;
 pub(crate) mod size;
+pub(crate) mod softfp;
 pub(crate) mod sse;
 pub(crate) mod vp;
 pub(crate) mod x87;

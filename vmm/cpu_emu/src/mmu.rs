@@ -61,6 +61,9 @@ pub(crate) struct Tlb {
     pub e: Box<[TlbEntry; 2 * TLB_N]>,
     meta: Box<[u8; 2 * TLB_N]>,
     any_large: bool,
+    /// Bumped on every invalidation and mode change: cached facts derived from translations
+    /// (block chain links) are valid only while it is unchanged.
+    pub epoch: u32,
 }
 
 impl Tlb {
@@ -69,6 +72,7 @@ impl Tlb {
             e: Box::new([EMPTY; 2 * TLB_N]),
             meta: Box::new([0; 2 * TLB_N]),
             any_large: false,
+            epoch: 0,
         }
     }
 
@@ -79,6 +83,7 @@ impl Tlb {
 
     /// Drops every entry.
     pub(crate) fn flush_all(&mut self) {
+        self.epoch = self.epoch.wrapping_add(1);
         self.e.fill(EMPTY);
         self.meta.fill(0);
         self.any_large = false;
@@ -86,6 +91,7 @@ impl Tlb {
 
     /// Drops every non-global entry.
     pub(crate) fn flush_nonglobal(&mut self) {
+        self.epoch = self.epoch.wrapping_add(1);
         for (e, m) in self.e.iter_mut().zip(self.meta.iter_mut()) {
             if *m & META_GLOBAL == 0 {
                 *e = EMPTY;
@@ -96,6 +102,7 @@ impl Tlb {
 
     /// INVLPG: drops the translation of `lin`, and every piece of a large page that covered it.
     pub(crate) fn flush_page(&mut self, lin: u64) {
+        self.epoch = self.epoch.wrapping_add(1);
         let vpn = lin >> 12;
         for sel in [0, TLB_USER] {
             let i = Tlb::slot(sel, lin);
@@ -204,6 +211,7 @@ impl Cpu {
 
     /// The full segment check (null selectors, types, expand-down, limits).
     #[cold]
+    #[inline(never)]
     fn seg_check_slow(&self, s: usize, off: u64, len: u64, write: bool) -> Result<u64, Ex> {
         let vec = if s == SS { SSF } else { GP };
         if self.mode == Mode::Long {
@@ -274,6 +282,7 @@ impl Cpu {
     }
 
     #[cold]
+    #[inline(never)]
     fn read_slow(
         &mut self,
         lin: u64,
@@ -344,7 +353,7 @@ impl Cpu {
         if e.w == lin >> 12 && off <= 4096 - S::BYTES {
             let host = e.host + off;
             if self.mem.store(host, S::W, v) == guest_mem::StoreResult::CodeInvalidated {
-                self.exit_req = true;
+                self.code_written();
             }
             return Ok(());
         }
@@ -386,6 +395,7 @@ impl Cpu {
     }
 
     #[cold]
+    #[inline(never)]
     fn write_slow(
         &mut self,
         lin: u64,
@@ -436,7 +446,7 @@ impl Cpu {
                         .store(off + i as u64, guest_mem::Width::U8, u64::from(b))
                         == guest_mem::StoreResult::CodeInvalidated
                     {
-                        self.exit_req = true;
+                        self.code_written();
                     }
                 }
             }
@@ -460,6 +470,7 @@ impl Cpu {
     }
 
     #[cold]
+    #[inline(never)]
     fn rmw_loc_slow(&mut self, lin: u64, len: u64, io: &dyn ExitHandler) -> Result<Loc, Ex> {
         let user = self.tlb_sel != 0;
         let t = self.translate(lin, Access::Write, user, io)?;
@@ -501,7 +512,7 @@ impl Cpu {
         match loc {
             Loc::Host(off) => {
                 if self.mem.store(off, S::W, v) == guest_mem::StoreResult::CodeInvalidated {
-                    self.exit_req = true;
+                    self.code_written();
                 }
                 Ok(())
             }

@@ -37,6 +37,10 @@ pub(crate) struct VpShared {
     pub apic_enabled: AtomicBool,
     /// Current task priority (for lowest-priority arbitration).
     pub tpr: AtomicU32,
+    /// Instructions retired (published at event checks).
+    pub icount: std::sync::atomic::AtomicU64,
+    /// Interrupts and exceptions delivered, by vector (published at event checks).
+    pub delivered: [std::sync::atomic::AtomicU64; 256],
     wake_lock: Mutex<()>,
     wake: Condvar,
 }
@@ -56,6 +60,8 @@ impl VpShared {
             dfr: AtomicU32::new(0xffff_ffff),
             apic_enabled: AtomicBool::new(false),
             tpr: AtomicU32::new(0),
+            icount: Default::default(),
+            delivered: [const { std::sync::atomic::AtomicU64::new(0) }; 256],
             wake_lock: Mutex::new(()),
             wake: Condvar::new(),
         }
@@ -100,6 +106,11 @@ pub(crate) struct Shared {
     pub mem: GuestMemory,
     pub clock: VmClock,
     pub tsc_freq: u64,
+    /// TSC ticks per ns as 32.32 fixed point.
+    pub tsc_mult: u64,
+    /// Highest TSC value any processor has read: RDTSC never returns less, so the TSC is
+    /// monotonic across processors although each computes it from its own cached clock.
+    pub tsc_high: std::sync::atomic::AtomicU64,
     pub apic_freq: u64,
     pub vps: Box<[VpShared]>,
     /// The PIC's INTR output (to VP 0's LINT0).
@@ -113,16 +124,22 @@ pub(crate) const CRYSTAL_HZ: u64 = 25_000_000;
 
 impl Shared {
     pub(crate) fn new(mem: GuestMemory, n: u32, clock: VmClock, tsc_freq: u64) -> Arc<Shared> {
-        Arc::new(Shared {
+        Arc::new(Self::new_unshared(mem, n, clock, tsc_freq))
+    }
+
+    fn new_unshared(mem: GuestMemory, n: u32, clock: VmClock, tsc_freq: u64) -> Shared {
+        Shared {
             mem,
             clock,
             tsc_freq,
+            tsc_mult: ((u128::from(tsc_freq) << 32) / 1_000_000_000) as u64,
+            tsc_high: std::sync::atomic::AtomicU64::new(0),
             apic_freq: CRYSTAL_HZ,
             vps: (0..n.max(1)).map(VpShared::new).collect(),
             extint: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             user_msrs: Vec::new(),
-        })
+        }
     }
 
     /// Routes an interrupt message to the local APICs it addresses.
@@ -219,6 +236,10 @@ impl virt::Hypervisor for EmuHypervisor {
         Ok(())
     }
 
+    fn supported_cpuid(&self) -> Result<CpuidTable, VirtError> {
+        Ok(crate::cpuid::supported_cpuid(1))
+    }
+
     fn new_partition(
         &self,
         config: virt::PartitionConfig,
@@ -254,6 +275,55 @@ impl virt::Hypervisor for EmuHypervisor {
 pub struct EmuPartition {
     shared: Arc<Shared>,
     created: Mutex<Vec<bool>>,
+}
+
+impl EmuPartition {
+    /// Creates a partition (what [`EmuHypervisor`]'s `new_partition` returns, with its
+    /// concrete type for tools that want the counters below).
+    pub fn new(config: virt::PartitionConfig) -> Result<Arc<EmuPartition>, VirtError> {
+        if config.processor_count == 0 || config.processor_count > 255 {
+            return Err(VirtError::Unsupported(format!(
+                "{} processors (emu supports 1..=255)",
+                config.processor_count
+            )));
+        }
+        let tsc = if config.tsc_frequency == 0 {
+            crate::cpuid::DEFAULT_TSC_HZ
+        } else {
+            config.tsc_frequency
+        };
+        let mut shared =
+            Shared::new_unshared(config.memory, config.processor_count, config.clock, tsc);
+        shared.user_msrs = config.user_msrs;
+        Ok(Arc::new(EmuPartition {
+            shared: Arc::new(shared),
+            created: Mutex::new(vec![false; config.processor_count as usize]),
+        }))
+    }
+
+    /// Guest instructions retired by all processors (updated every few microseconds).
+    pub fn instructions(&self) -> u64 {
+        self.shared
+            .vps
+            .iter()
+            .map(|v| v.icount.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Interrupts and exceptions delivered so far, as (vector, count) for nonzero counts.
+    pub fn delivered(&self) -> Vec<(u8, u64)> {
+        (0..=255u8)
+            .filter_map(|v| {
+                let n: u64 = self
+                    .shared
+                    .vps
+                    .iter()
+                    .map(|p| p.delivered[v as usize].load(Ordering::Relaxed))
+                    .sum();
+                (n > 0).then_some((v, n))
+            })
+            .collect()
+    }
 }
 
 impl virt::Partition for EmuPartition {

@@ -45,13 +45,34 @@ const MAX_OPS: usize = 4 << 20;
 const JC_BITS: u32 = 12;
 const JC_N: usize = 1 << JC_BITS;
 /// Blocks between event checks.
-const EVENT_INTERVAL: i32 = 64;
+const EVENT_INTERVAL: i32 = 128;
 
 struct Block {
     ops: Vec<Op>,
     host_page: u64,
     generation: u32,
+    /// Code epoch at which this block was last known current.
+    epoch: u64,
+    /// The last successors seen, tried before any lookup.
+    links: [Link; 2],
 }
+
+/// A cached successor: valid while the TLB epoch it was recorded under is current.
+#[derive(Clone, Copy)]
+struct Link {
+    rip: u64,
+    idx: u32,
+    tlb_epoch: u32,
+}
+
+const NO_LINK: Link = Link {
+    rip: u64::MAX,
+    idx: 0,
+    tlb_epoch: 0,
+};
+
+/// "No previous block" for chaining.
+const NONE: u32 = u32::MAX;
 
 #[derive(Clone, Copy)]
 struct JcEntry {
@@ -72,6 +93,10 @@ pub(crate) struct CodeCache {
     map: HashMap<u64, u32>,
     jc: Box<[JcEntry; JC_N]>,
     total_ops: usize,
+    /// Bumped when the cache is dropped (block indices become meaningless).
+    flushes: u64,
+    /// Block entries through a chain link, the jump cache, and the slow path.
+    pub(crate) stats: [u64; 3],
     feat: Features,
     dec_options: u32,
 }
@@ -92,6 +117,8 @@ impl CodeCache {
             map: HashMap::new(),
             jc: Box::new([JC_EMPTY; JC_N]),
             total_ops: 0,
+            flushes: 0,
+            stats: [0; 3],
             feat: Features { bmi1, lzcnt },
             dec_options,
         }
@@ -102,6 +129,55 @@ impl CodeCache {
         self.map.clear();
         self.jc.fill(JC_EMPTY);
         self.total_ops = 0;
+        self.flushes += 1;
+    }
+
+    /// Whether block `idx` still holds current code (one load while no code page changed).
+    #[inline(always)]
+    fn current(&mut self, cpu: &Cpu, idx: u32) -> bool {
+        let epoch = cpu.mem.code_epoch();
+        let b = &mut self.blocks[idx as usize];
+        if b.epoch == epoch {
+            return true;
+        }
+        if cpu.mem.page_generation(b.host_page) == b.generation {
+            b.epoch = epoch;
+            return true;
+        }
+        false
+    }
+
+    /// The successor of block `prev` at linear `rip`, if a link for it is still valid.
+    #[inline(always)]
+    fn chained(&mut self, cpu: &Cpu, prev: u32, rip: u64) -> Option<u32> {
+        let b = self.blocks.get(prev as usize)?;
+        let l = if b.links[0].rip == rip {
+            b.links[0]
+        } else if b.links[1].rip == rip {
+            b.links[1]
+        } else {
+            return None;
+        };
+        // A link's target is current while the TLB epoch is unchanged: it is bumped by this
+        // processor's stores into code (`Cpu::code_written`) and, at every event check, when
+        // anyone else changed code (as with real cross-modifying code, the executing
+        // processor notices within a short, bounded time).
+        if l.tlb_epoch != cpu.tlb.epoch {
+            return None;
+        }
+        Some(l.idx)
+    }
+
+    /// Records `idx` at `rip` as a successor of `prev`.
+    fn link(&mut self, cpu: &Cpu, prev: u32, rip: u64, idx: u32) {
+        if let Some(b) = self.blocks.get_mut(prev as usize) {
+            b.links[1] = b.links[0];
+            b.links[0] = Link {
+                rip,
+                idx,
+                tlb_epoch: cpu.tlb.epoch,
+            };
+        }
     }
 
     #[inline(always)]
@@ -122,10 +198,8 @@ impl CodeCache {
         if e.rip == rip && e.mode == cpu.bitness {
             let b = &self.blocks[e.idx as usize];
             let te = &cpu.tlb.e[Tlb::slot(cpu.tlb_sel, rip)];
-            if te.x == rip >> 12
-                && te.host == b.host_page
-                && cpu.mem.page_generation(b.host_page) == b.generation
-            {
+            if te.x == rip >> 12 && te.host == b.host_page && self.current(cpu, e.idx) {
+                self.stats[1] += 1;
                 return Ok(e.idx);
             }
         }
@@ -134,6 +208,7 @@ impl CodeCache {
 
     /// `ip` is the offset in CS, `rip` the linear address of the block.
     #[cold]
+    #[inline(never)]
     fn lookup_slow(
         &mut self,
         cpu: &mut Cpu,
@@ -141,6 +216,7 @@ impl CodeCache {
         rip: u64,
         io: &dyn ExitHandler,
     ) -> Result<u32, Ex> {
+        self.stats[2] += 1;
         if ip > cpu.cs_limit {
             return Err(Ex::Fault(crate::cpu::GP, 0));
         }
@@ -177,6 +253,7 @@ impl CodeCache {
     /// Decodes a block starting at linear `rip`, offset `ip` in CS (page at host offset
     /// `host_page`).
     fn build(&self, cpu: &mut Cpu, ip: u64, rip: u64, host_page: u64) -> Block {
+        let epoch = cpu.mem.code_epoch();
         let generation = cpu.mem.mark_code(host_page);
         let off = (rip & 0xfff) as usize;
         let mut avail = 4096 - off;
@@ -222,6 +299,8 @@ impl CodeCache {
             ops,
             host_page,
             generation,
+            epoch,
+            links: [NO_LINK; 2],
         }
     }
 }
@@ -301,6 +380,8 @@ pub struct Vp {
     cache: CodeCache,
     /// Execute only one instruction in the next block (interrupt shadow).
     one_insn: bool,
+    /// VM time of the next trace-level RIP sample.
+    next_sample_ns: u64,
 }
 
 impl Vp {
@@ -310,6 +391,7 @@ impl Vp {
             cpu: Cpu::new(shared, index, cpuid),
             cache,
             one_insn: false,
+            next_sample_ns: 0,
         }
     }
 
@@ -331,6 +413,11 @@ impl Vp {
         self.cpu.icount
     }
 
+    /// Block entries through chain links, the jump cache, and the slow path.
+    pub fn cache_stats(&self) -> [u64; 3] {
+        self.cache.stats
+    }
+
     /// Unimplemented instructions encountered (each raised #UD).
     pub fn unimplemented_instructions(&self) -> u64 {
         self.cpu.unimplemented
@@ -339,31 +426,64 @@ impl Vp {
     /// Runs until stopped, a triple fault, or what `opts` asks for.
     pub fn run_with(&mut self, io: &dyn ExitHandler, opts: RunOptions) -> Result<Stop, VirtError> {
         self.cpu.countdown = 0;
+        let mut prev = NONE;
         loop {
             if self.cpu.countdown <= 0 {
+                prev = NONE;
                 if let Some(s) = self.events(io, &opts)? {
+                    tracing::debug!(
+                        chained = self.cache.stats[0],
+                        jump_cache = self.cache.stats[1],
+                        slow = self.cache.stats[2],
+                        blocks = self.cache.blocks.len(),
+                        tlb_epoch = self.cpu.tlb.epoch,
+                        "block lookups"
+                    );
                     return Ok(s);
                 }
                 continue;
             }
             self.cpu.countdown -= 1;
-            let mut rip = self.cpu.regs[RIP];
-            if self.cpu.bitness != 64 {
-                rip &= if self.cpu.bitness == 16 {
-                    0xffff
-                } else {
-                    0xffff_ffff
-                };
-                self.cpu.regs[RIP] = rip;
-            }
+            let rip = self.cpu.regs[RIP] & self.cpu.ip_mask;
+            self.cpu.regs[RIP] = rip;
             let lin = rip.wrapping_add(self.cpu.seg_base[CS]) & self.cpu.lin_mask;
-            let r = match self.cache.lookup(&mut self.cpu, rip, lin, io) {
-                Ok(idx) => self.exec_block(idx, io),
-                Err(e) => Err(e),
+            let idx = match self.cache.chained(&self.cpu, prev, lin) {
+                Some(idx) => {
+                    self.cache.stats[0] += 1;
+                    idx
+                }
+                None => {
+                    let flushes = self.cache.flushes;
+                    match self.cache.lookup(&mut self.cpu, rip, lin, io) {
+                        Ok(idx) => {
+                            if flushes == self.cache.flushes {
+                                self.cache.link(&self.cpu, prev, lin, idx);
+                            }
+                            idx
+                        }
+                        Err(e) => {
+                            prev = NONE;
+                            if let Some(s) = self.handle(e, io)? {
+                                return Ok(s);
+                            }
+                            continue;
+                        }
+                    }
+                }
             };
-            if let Err(e) = r {
-                if let Some(s) = self.handle(e, io)? {
-                    return Ok(s);
+            match self.exec_block(idx, io) {
+                Ok(()) => {
+                    prev = idx;
+                    if self.cpu.smc {
+                        self.cpu.smc = false;
+                        prev = NONE;
+                    }
+                }
+                Err(e) => {
+                    prev = NONE;
+                    if let Some(s) = self.handle(e, io)? {
+                        return Ok(s);
+                    }
                 }
             }
         }
@@ -382,9 +502,13 @@ impl Vp {
             &ops[..]
         };
         let mut n = 0u64;
+        // Only the last op of a block changes RIP, so the next instruction's address is
+        // tracked in a register rather than reloaded from memory after every handler.
+        let mut next = cpu.regs[RIP];
         for op in ops {
-            let start = cpu.regs[RIP];
-            cpu.regs[RIP] = start.wrapping_add(u64::from(op.len));
+            let start = next;
+            next = start.wrapping_add(u64::from(op.len));
+            cpu.regs[RIP] = next;
             if let Err(e) = (op.f)(cpu, op, io) {
                 if !matches!(e, Ex::Halt) {
                     cpu.regs[RIP] = start;
@@ -450,6 +574,25 @@ impl Vp {
         let shared = cpu.shared.clone();
         let vs = &shared.vps[cpu.index as usize];
         vs.attention.store(false, Ordering::Release);
+        vs.icount.store(cpu.icount, Ordering::Relaxed);
+        cpu.now_ns = shared.clock.now_ns();
+        if cpu.now_ns >= self.next_sample_ns {
+            // A cheap where-is-the-guest sampler for diagnosing slow boots.
+            self.next_sample_ns = cpu.now_ns + 100_000_000;
+            tracing::trace!(
+                vp = cpu.index,
+                rip = format_args!("{:#x}", cpu.regs[RIP]),
+                cpl = cpu.cpl,
+                halted = cpu.halted,
+                instructions = cpu.icount,
+                "sample"
+            );
+        }
+        let code_epoch = cpu.mem.code_epoch();
+        if code_epoch != cpu.seen_code_epoch {
+            cpu.seen_code_epoch = code_epoch;
+            cpu.tlb.epoch = cpu.tlb.epoch.wrapping_add(1);
+        }
         if shared.stop.load(Ordering::Acquire) {
             return Ok(Some(Stop::Stopped));
         }
@@ -478,7 +621,7 @@ impl Vp {
         }
         let mut next_deadline = None;
         if cpu.apic.timer_deadline_ns.is_some() {
-            let now = shared.clock.now_ns();
+            let now = cpu.now_ns;
             next_deadline = cpu.apic_timer_poll(now);
         }
         if cpu.shadow {

@@ -39,12 +39,35 @@ pub enum SelectError {
     },
 }
 
-/// The `emu` backend.
+/// The `emu` backend: agar's own x86-64 CPU.
 pub fn emu() -> Result<Arc<dyn Hypervisor>, VirtError> {
-    Err(VirtError::Unavailable {
-        backend: "emu",
-        reason: "the software CPU (cpu_emu) is not part of this build yet".into(),
-    })
+    Ok(Arc::new(Emu(cpu_emu::EmuHypervisor)))
+}
+
+/// `cpu_emu::EmuHypervisor` with its supported CPUID reported through the trait (the crate
+/// exports the table as a function).
+struct Emu(cpu_emu::EmuHypervisor);
+
+impl Hypervisor for Emu {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+
+    fn check(&self) -> Result<(), VirtError> {
+        self.0.check()
+    }
+
+    fn new_partition(
+        &self,
+        config: virt::PartitionConfig,
+    ) -> Result<Arc<dyn virt::Partition>, VirtError> {
+        self.0.new_partition(config)
+    }
+
+    fn supported_cpuid(&self) -> Result<virt::CpuidTable, VirtError> {
+        // The machine rebuilds topology and clock leaves; one processor is enough here.
+        Ok(cpu_emu::supported_cpuid(1))
+    }
 }
 
 /// The `kvm` backend, `/dev/kvm` opened and its capabilities checked.

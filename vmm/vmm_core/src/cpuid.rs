@@ -39,7 +39,7 @@ pub const LEAF1_ECX_ALLOWED: u32 = bits(&[
 pub const LEAF1_EDX_ALLOWED: u32 = bits(&[
     0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 13, 14, 15, 16, 17, 19, 23, 24, 25, 26,
 ]);
-/// Leaf 7.0 EBX bits allowed: FSGSBASE, BMI1, AVX2, FDP_EXCPTN_ONLY, SMEP, BMI2, ERMS,
+/// Leaf 7.0 EBX bits allowed: FSGSBASE, TSC_ADJUST, BMI1, AVX2, FDP_EXCPTN_ONLY, SMEP, BMI2, ERMS,
 /// INVPCID, ZERO_FCS_FDS, AVX512F, AVX512DQ, RDSEED, ADX, SMAP, AVX512_IFMA, CLFLUSHOPT,
 /// CLWB, AVX512CD, SHA, AVX512BW, AVX512VL.
 pub const LEAF7_EBX_ALLOWED: u32 = bits(&[
@@ -106,10 +106,37 @@ pub fn baseline() -> CpuidTable {
     }
 }
 
-/// Leaf 0x15 (TSC / core crystal clock) and leaf 0x16 (base frequency in MHz) describing a TSC of
-/// `tsc_hz`: the crystal is the TSC itself divided down until it fits 32 bits, ratio d/1.
-fn tsc_leaves(tsc_hz: u64) -> [CpuidEntry; 2] {
-    let d = tsc_hz.div_ceil(u64::from(u32::MAX)).max(1);
+/// The clocks a guest reads its timing from CPUID (leaves 0x15 and 0x16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clocks {
+    /// TSC frequency in Hz.
+    pub tsc_hz: u64,
+    /// Local APIC timer input frequency in Hz: the "core crystal clock" of leaf 0x15, which is
+    /// what Linux programs the APIC timer with when this leaf is present.
+    pub apic_hz: u64,
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// Leaf 0x15 (crystal = the APIC timer clock; TSC = crystal * EBX / EAX) and leaf 0x16 (base
+/// frequency in MHz). `None` when the numbers do not fit the leaf's 32-bit fields.
+fn clock_leaves(c: Clocks) -> Option<[CpuidEntry; 2]> {
+    let crystal = u32::try_from(c.apic_hz).ok().filter(|&hz| hz > 0)?;
+    let g = gcd(c.tsc_hz, c.apic_hz).max(1);
+    let (mut num, mut den) = (c.tsc_hz / g, c.apic_hz / g);
+    // Keep the ratio within 32 bits, giving up precision only if it must.
+    while num > u64::from(u32::MAX) || den > u64::from(u32::MAX) {
+        num >>= 1;
+        den >>= 1;
+    }
+    if num == 0 || den == 0 {
+        return None;
+    }
     let leaf = |function, eax, ebx, ecx| CpuidEntry {
         function,
         index: 0,
@@ -119,18 +146,22 @@ fn tsc_leaves(tsc_hz: u64) -> [CpuidEntry; 2] {
         ecx,
         edx: 0,
     };
-    let mhz = u32::try_from(tsc_hz / 1_000_000).unwrap_or(u32::MAX);
-    [
-        leaf(0x15, 1, d as u32, (tsc_hz / d) as u32),
-        leaf(0x16, mhz, mhz, 0),
-    ]
+    let mhz = u32::try_from(c.tsc_hz / 1_000_000).unwrap_or(u32::MAX);
+    Some([
+        leaf(0x15, den as u32, num as u32, crystal),
+        leaf(0x16, mhz, mhz, crystal / 1_000_000),
+    ])
 }
 
 /// The machine's CPUID table for `processors` VPs over `supported` (the backend's table).
-/// `tsc_hz`, when known, is the TSC frequency the guest sees: leaves 0x15 and 0x16 then state
-/// it (so the guest need not calibrate against the PIT) whenever the maximum basic leaf
-/// reaches them.
-pub fn machine_cpuid(supported: &CpuidTable, processors: u32, tsc_hz: Option<u64>) -> CpuidTable {
+/// `clocks`, when known, are the TSC and APIC timer frequencies the guest sees: leaves 0x15 and
+/// 0x16 then state them (so the guest need not calibrate either against the PIT) whenever the
+/// maximum basic leaf reaches them.
+pub fn machine_cpuid(
+    supported: &CpuidTable,
+    processors: u32,
+    clocks: Option<Clocks>,
+) -> CpuidTable {
     let processors = processors.max(1);
     // Bits needed to number the processors (x2APIC ID shift of the core level).
     let core_bits = 32 - (processors - 1).leading_zeros();
@@ -169,7 +200,7 @@ pub fn machine_cpuid(supported: &CpuidTable, processors: u32, tsc_hz: Option<u64
                 }
             }
             0xb => continue,                             // rebuilt below
-            0x15 | 0x16 if tsc_hz.is_some() => continue, // rebuilt below
+            0x15 | 0x16 if clocks.is_some() => continue, // rebuilt below
             0x8000_0000 => e.eax = e.eax.min(MAX_EXTENDED),
             0x8000_0001 => {
                 e.ecx &= EXT1_ECX_ALLOWED;
@@ -209,10 +240,9 @@ pub fn machine_cpuid(supported: &CpuidTable, processors: u32, tsc_hz: Option<u64
         out.push(level(1, core_bits, processors, 0x200 | 1));
         out.push(level(2, 0, 0, 2));
     }
-    if let Some(hz) = tsc_hz.filter(|&hz| hz > 0)
+    if let Some([l15, l16]) = clocks.and_then(clock_leaves)
         && max_basic >= 0x15
     {
-        let [l15, l16] = tsc_leaves(hz);
         out.push(l15);
         if max_basic >= 0x16 {
             out.push(l16);
@@ -309,16 +339,38 @@ mod tests {
         assert_eq!(t.lookup(0x8000_0008, 0)[2], 5 | (3 << 12));
     }
 
+    fn tsc(t: &CpuidTable) -> u64 {
+        let [a, b, c, _] = t.lookup(0x15, 0);
+        u64::from(c) * u64::from(b) / u64::from(a)
+    }
+
     #[test]
-    fn tsc_frequency_leaves() {
-        let t = machine_cpuid(&host_like(), 1, Some(2_500_000_000));
-        let [a, b, c, _] = t.lookup(0x15, 0);
-        assert_eq!(u64::from(c) * u64::from(b) / u64::from(a), 2_500_000_000);
-        assert_eq!(t.lookup(0x16, 0)[0], 2500);
-        let t = machine_cpuid(&host_like(), 1, Some(5_000_000_000));
-        let [a, b, c, _] = t.lookup(0x15, 0);
-        assert_eq!(u64::from(c) * u64::from(b) / u64::from(a), 5_000_000_000);
-        let t = machine_cpuid(&baseline(), 1, Some(1_000_000_000));
+    fn clock_leaves_state_tsc_and_apic_timer() {
+        let kvm = Clocks {
+            tsc_hz: 2_596_142_000,
+            apic_hz: 1_000_000_000,
+        };
+        let t = machine_cpuid(&host_like(), 1, Some(kvm));
+        assert_eq!(
+            t.lookup(0x15, 0)[2],
+            1_000_000_000,
+            "crystal = APIC timer clock"
+        );
+        assert_eq!(tsc(&t), 2_596_142_000);
+        assert_eq!(t.lookup(0x16, 0)[0], 2596);
+        let emu = Clocks {
+            tsc_hz: 1_000_000_000,
+            apic_hz: 25_000_000,
+        };
+        let t = machine_cpuid(&host_like(), 1, Some(emu));
+        assert_eq!(t.lookup(0x15, 0), [1, 40, 25_000_000, 0]);
+        let odd = Clocks {
+            tsc_hz: 4_999_999_937,
+            apic_hz: 99_999_989,
+        };
+        let t = machine_cpuid(&host_like(), 1, Some(odd));
+        assert!(tsc(&t).abs_diff(odd.tsc_hz) < 1000, "{}", tsc(&t));
+        let t = machine_cpuid(&baseline(), 1, Some(emu));
         assert_eq!(
             t.lookup(0x15, 0),
             t.lookup(1, 0),
@@ -328,7 +380,7 @@ mod tests {
 
     #[test]
     fn baseline_is_a_64_bit_cpu() {
-        let t = machine_cpuid(&baseline(), 1, Some(1_000_000_000));
+        let t = machine_cpuid(&baseline(), 1, None);
         assert_eq!(&t.lookup(0, 0)[1].to_le_bytes(), b"Genu");
         let edx = t.lookup(1, 0)[3];
         for bit in [0, 5, 6, 8, 15, 24, 25, 26] {

@@ -9,7 +9,9 @@ use device_api::Shared;
 use virt::ExitHandler;
 use virt::HypercallInput;
 
+use crate::msr::HYPERV_MSRS;
 use crate::msr::MsrPolicy;
+use crate::vmbus::HyperV;
 
 /// Hyper-V status for a hypercall the machine does not implement.
 pub const HV_STATUS_INVALID_HYPERCALL_CODE: u64 = 2;
@@ -21,6 +23,7 @@ pub struct MachineExits {
     pic: Option<Shared<DualPic>>,
     ioapic: Option<Shared<IoApic>>,
     msrs: MsrPolicy,
+    hyperv: Option<std::sync::Arc<HyperV>>,
 }
 
 impl MachineExits {
@@ -38,7 +41,14 @@ impl MachineExits {
             pic,
             ioapic,
             msrs,
+            hyperv: None,
         }
+    }
+
+    /// Routes the Hyper-V synthetic MSRs and hypercalls to `hyperv` (`--hv`).
+    pub fn with_hyperv(mut self, hyperv: Option<std::sync::Arc<HyperV>>) -> Self {
+        self.hyperv = hyperv;
+        self
     }
 }
 
@@ -60,6 +70,11 @@ impl ExitHandler for MachineExits {
     }
 
     fn msr_read(&self, vp: u32, msr: u32) -> Option<u64> {
+        if let Some(hv) = &self.hyperv
+            && HYPERV_MSRS.contains(&msr)
+        {
+            return hv.msr_read(vp, msr);
+        }
         let r = self.msrs.read(msr);
         if r.is_none() {
             tracing::debug!(vp, msr = format_args!("{msr:#x}"), "rdmsr refused (#GP)");
@@ -68,6 +83,11 @@ impl ExitHandler for MachineExits {
     }
 
     fn msr_write(&self, vp: u32, msr: u32, value: u64) -> bool {
+        if let Some(hv) = &self.hyperv
+            && HYPERV_MSRS.contains(&msr)
+        {
+            return hv.msr_write(vp, msr, value);
+        }
         let ok = self.msrs.write(msr, value);
         if !ok {
             tracing::debug!(
@@ -81,6 +101,9 @@ impl ExitHandler for MachineExits {
     }
 
     fn hypercall(&self, vp: u32, input: HypercallInput) -> u64 {
+        if let Some(hv) = &self.hyperv {
+            return hv.hypercall(vp, input);
+        }
         tracing::debug!(
             vp,
             control = input.control,

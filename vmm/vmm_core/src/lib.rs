@@ -32,6 +32,7 @@ mod machine;
 pub mod msr;
 pub mod serial;
 pub mod timer;
+pub mod vmbus;
 
 pub use halt::HaltReason;
 pub use machine::COM_PORTS;

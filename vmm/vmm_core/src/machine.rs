@@ -50,6 +50,8 @@ use crate::msr::MsrPolicy;
 use crate::serial::SerialBackend;
 use crate::serial::SerialError;
 use crate::timer::Poller;
+use crate::vmbus::HyperV;
+use crate::vmbus::VmbusError;
 
 /// TSC frequency requested from backends that can choose (1 GHz: one tick per nanosecond of
 /// the machine clock).
@@ -93,6 +95,12 @@ pub enum MachineError {
     /// A machine thread could not start.
     #[error("cannot start the {0} thread")]
     Thread(&'static str, #[source] std::io::Error),
+    /// A disk could not be opened.
+    #[error("cannot open disk {0}")]
+    Disk(String, #[source] disk::DiskError),
+    /// The VMBus devices could not be set up.
+    #[error(transparent)]
+    Vmbus(#[from] VmbusError),
 }
 
 /// What the machine is made of.
@@ -106,8 +114,10 @@ pub struct MachineConfig {
     pub serial: [SerialConfig; 4],
     /// The firmware debug port (0x402).
     pub firmware_log: SerialConfig,
-    /// Hyper-V enlightenments.
+    /// Hyper-V enlightenments, VMBus and its SCSI controller (`--hv`).
     pub hv: bool,
+    /// Disks; those on [`vm_config::DiskBus::VmbusScsi`] go to the VMBus SCSI controller.
+    pub disks: Vec<vm_config::DiskConfig>,
 }
 
 impl MachineConfig {
@@ -124,6 +134,7 @@ impl MachineConfig {
             ],
             firmware_log: SerialConfig::None,
             hv: false,
+            disks: Vec::new(),
         }
     }
 }
@@ -164,6 +175,7 @@ pub struct Machine {
     serial: Vec<SerialBackend>,
     msrs: MsrPolicy,
     acpi_rsdp: u64,
+    hyperv: Option<Arc<HyperV>>,
 }
 
 impl Machine {
@@ -306,13 +318,34 @@ impl Machine {
         )?;
         serial.push(firmware_log);
 
+        // Hyper-V enlightenments and VMBus (`--hv`), with the VMBus SCSI disks.
+        let hyperv = if config.hv {
+            let disks = config
+                .disks
+                .iter()
+                .filter(|d| d.bus == vm_config::DiskBus::VmbusScsi)
+                .map(|d| disk::open(&d.spec).map_err(|e| MachineError::Disk(d.spec.to_string(), e)))
+                .collect::<Result<Vec<_>, _>>()?;
+            Some(Arc::new(HyperV::new(
+                &memory,
+                &clock,
+                partition.clone(),
+                halt.clone(),
+                config.processors,
+                disks,
+            )?))
+        } else {
+            None
+        };
+
         // ACPI tables for a directly booted OS: RSDP at the start of the BIOS-area window
         // Linux scans, the tables right after it.
-        let acpi = acpi::AcpiTables::build(
-            &acpi::AcpiConfig::pc(config.processors),
-            layout::ACPI_TABLES_START,
-            layout::ACPI_RSDP,
-        )?;
+        let mut acpi_config = acpi::AcpiConfig::pc(config.processors);
+        if hyperv.is_some() {
+            acpi_config.extra_devices.push(acpi::devices::vmbus(None));
+        }
+        let acpi =
+            acpi::AcpiTables::build(&acpi_config, layout::ACPI_TABLES_START, layout::ACPI_RSDP)?;
         for (gpa, bytes) in &acpi.regions {
             let end = gpa + bytes.len() as u64;
             if end > layout::ACPI_TABLES.end {
@@ -329,8 +362,15 @@ impl Machine {
                 cpuid::baseline()
             }
         };
-        let tsc_hz = Some(partition.tsc_frequency()).filter(|&hz| hz > 0);
-        let table = cpuid::machine_cpuid(&supported, config.processors, tsc_hz);
+        let clocks = cpuid::Clocks {
+            tsc_hz: partition.tsc_frequency(),
+            apic_hz: partition.apic_timer_frequency(),
+        };
+        let clocks = (clocks.tsc_hz > 0 && clocks.apic_hz > 0).then_some(clocks);
+        let mut table = cpuid::machine_cpuid(&supported, config.processors, clocks);
+        if let Some(h) = &hyperv {
+            h.apply_cpuid(&mut table);
+        }
         let processors = (0..config.processors)
             .map(|i| partition.create_processor(i, &table))
             .collect::<Result<Vec<_>, _>>()?;
@@ -352,6 +392,7 @@ impl Machine {
             serial,
             msrs,
             acpi_rsdp,
+            hyperv,
         })
     }
 
@@ -458,9 +499,12 @@ impl Machine {
             ioapic,
             mut serial,
             msrs,
+            hyperv,
             ..
         } = self;
-        let exits = Arc::new(MachineExits::new(pio, mmio, Some(pic), Some(ioapic), msrs));
+        let exits = Arc::new(
+            MachineExits::new(pio, mmio, Some(pic), Some(ioapic), msrs).with_hyperv(hyperv.clone()),
+        );
         let mut timer = poller
             .start(clock)
             .map_err(|e| MachineError::Thread("timer", e))?;
@@ -478,6 +522,7 @@ impl Machine {
                             vp,
                             rip: p.registers().ok().map(|r| r.rip),
                         },
+                        Err(VirtError::Internal(detail)) => HaltReason::BackendError(detail),
                         Err(e) => HaltReason::BackendError(e.to_string()),
                     };
                     vp_halt.halt(reason);
@@ -499,6 +544,9 @@ impl Machine {
             }
         }
         timer.stop();
+        if let Some(h) = &hyperv {
+            h.shutdown();
+        }
         for s in &mut serial {
             s.close();
         }

@@ -8,8 +8,8 @@
 
 use std::ops::RangeInclusive;
 
-/// The Hyper-V synthetic MSR range. With `--hv` (not implemented yet) the machine would own
-/// it; the KVM backend is told so through `PartitionConfig::user_msrs`.
+/// The Hyper-V synthetic MSR range. With `--hv` the machine owns it (`crate::vmbus`); the KVM
+/// backend is told so through `PartitionConfig::user_msrs`.
 pub const HYPERV_MSRS: RangeInclusive<u32> = 0x4000_0000..=0x4000_01ff;
 
 /// IA32_BIOS_SIGN_ID: microcode revision (read-only here; writes, which ask the CPU to

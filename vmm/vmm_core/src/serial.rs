@@ -85,8 +85,12 @@ impl SerialOutput for PipeOutput {
             s.dropped += bytes.len() as u64;
             return;
         }
+        let was_empty = s.data.is_empty();
         s.data.extend_from_slice(bytes);
-        self.pipe.cv.notify_one();
+        // The writer sleeps only on an empty pipe: wake it once per batch, not per byte.
+        if was_empty {
+            self.pipe.cv.notify_one();
+        }
     }
 }
 

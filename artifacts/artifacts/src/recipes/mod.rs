@@ -1,4 +1,5 @@
-//! Project recipes: artifacts agar builds itself from other inputs.
+//! Project recipes: artifacts agar builds itself from other inputs. (The BIOS boot media
+//! recipes live in [`crate::media`], which the framework also calls directly.)
 
 use crate::manifest::Recipe;
 
@@ -10,5 +11,6 @@ pub mod kmod;
 pub(crate) fn fingerprint_input(recipe: &Recipe) -> String {
     match recipe {
         Recipe::Initramfs { .. } => initramfs::fingerprint_input(),
+        Recipe::BiosDisk { .. } | Recipe::BiosIso { .. } => crate::media::fingerprint_input(),
     }
 }

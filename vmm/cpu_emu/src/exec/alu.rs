@@ -10,7 +10,6 @@ use super::set_rm;
 use crate::cpu::Cpu;
 use crate::cpu::Res;
 use crate::flags;
-use crate::flags::pack;
 use crate::op::Op;
 use crate::size::B;
 use crate::size::D;
@@ -164,11 +163,18 @@ pub(crate) struct Dec;
 pub(crate) struct Not;
 pub(crate) struct Neg;
 
+/// Aux word for INC/DEC: the old CF kept, OF and AF from the operation.
+#[inline(always)]
+fn incdec_aux(old_aux: u64, of: bool, af: bool) -> u64 {
+    let cf = old_aux & (1 << 63);
+    cf | ((cf >> 1) ^ ((of as u64) << 62)) | ((af as u64) << 3)
+}
+
 impl UnOp for Inc {
     #[inline(always)]
     fn calc<S: Sz>(c: &mut Cpu, a: u64) -> u64 {
         let r = a.wrapping_add(1) & S::MASK;
-        c.lf_aux = pack(c.cf(), r == S::SIGN, r & 0xf == 0);
+        c.lf_aux = incdec_aux(c.lf_aux, r == S::SIGN, r & 0xf == 0);
         c.lf_res = S::sx(r);
         r
     }
@@ -177,7 +183,7 @@ impl UnOp for Dec {
     #[inline(always)]
     fn calc<S: Sz>(c: &mut Cpu, a: u64) -> u64 {
         let r = a.wrapping_sub(1) & S::MASK;
-        c.lf_aux = pack(c.cf(), a == S::SIGN, a & 0xf == 0);
+        c.lf_aux = incdec_aux(c.lf_aux, a == S::SIGN, a & 0xf == 0);
         c.lf_res = S::sx(r);
         r
     }

@@ -15,6 +15,8 @@ pub(crate) fn jcc<const CC: u8, S: Sz>(c: &mut Cpu, op: &Op, _: &dyn ExitHandler
         let t = c.regs[RIP].wrapping_add(op.imm) & S::MASK;
         c.check_target(t)?;
         c.regs[RIP] = t;
+        // Conditional branches may sit inside a block: a taken one ends it.
+        c.exit_req = true;
     }
     Ok(())
 }

@@ -107,7 +107,7 @@ impl Cpu {
             i += 1;
         }
         if code {
-            self.exit_req = true;
+            self.code_written();
         }
     }
 
@@ -124,7 +124,7 @@ impl Cpu {
             i += 1;
         }
         if code {
-            self.exit_req = true;
+            self.code_written();
         }
     }
 }
@@ -191,14 +191,14 @@ pub(crate) fn movs<S: Sz>(c: &mut Cpu, op: &Op, io: &dyn ExitHandler) -> Res {
                         while i + 8 <= len {
                             let v = c.mem.load(src + i, Width::U64);
                             if c.mem.store(dst + i, Width::U64, v) == StoreResult::CodeInvalidated {
-                                c.exit_req = true;
+                                c.code_written();
                             }
                             i += 8;
                         }
                         while i < len {
                             let v = c.mem.load(src + i, Width::U8);
                             if c.mem.store(dst + i, Width::U8, v) == StoreResult::CodeInvalidated {
-                                c.exit_req = true;
+                                c.code_written();
                             }
                             i += 1;
                         }

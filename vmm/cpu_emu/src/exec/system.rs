@@ -23,6 +23,7 @@ use crate::size::W;
 /// The MSRs this CPU implements itself.
 pub(crate) mod msr {
     pub const TSC: u32 = 0x10;
+    pub const TSC_ADJUST: u32 = 0x3b;
     pub const PLATFORM_ID: u32 = 0x17;
     pub const APIC_BASE: u32 = 0x1b;
     pub const UCODE_REV: u32 = 0x8b;
@@ -63,11 +64,31 @@ const ARCH_CAP: u64 = 1
     | (1 << 27);
 
 impl Cpu {
-    /// The guest's TSC now.
-    pub(crate) fn tsc(&self) -> u64 {
-        let ns = u128::from(self.shared.clock.now_ns());
-        let t = (ns * u128::from(self.shared.tsc_freq) / 1_000_000_000) as i128 + self.tsc_offset;
+    /// The guest's TSC at VM time `ns`.
+    #[inline]
+    pub(crate) fn tsc_at(&self, ns: u64) -> u64 {
+        let t =
+            ((u128::from(ns) * u128::from(self.shared.tsc_mult)) >> 32) as i128 + self.tsc_offset;
         t as u64
+    }
+
+    /// The guest's TSC now (reads the clock).
+    pub(crate) fn tsc(&self) -> u64 {
+        self.tsc_at(self.shared.clock.now_ns())
+    }
+
+    /// RDTSC's value: the TSC at the last event check (a few microseconds ago at most), and
+    /// strictly increasing between checks, without reading the host clock per instruction.
+    #[inline]
+    pub(crate) fn tsc_fast(&mut self) -> u64 {
+        let mut t = self.tsc_at(self.now_ns).max(self.tsc_last.wrapping_add(1));
+        // Never behind what another processor already read (Linux checks for TSC warps).
+        let high = self.shared.tsc_high.fetch_max(t, Ordering::AcqRel);
+        if high > t {
+            t = high;
+        }
+        self.tsc_last = t;
+        t
     }
 
     /// VM time (ns) at which the TSC reaches `tsc`.
@@ -94,8 +115,12 @@ impl Cpu {
             return io.msr_read(self.index, m);
         }
         Some(match m {
-            msr::TSC => self.tsc(),
+            msr::TSC => {
+                self.now_ns = self.shared.clock.now_ns();
+                self.tsc_fast()
+            }
             msr::PLATFORM_ID => 0,
+            msr::TSC_ADJUST => self.msr.tsc_adjust,
             msr::APIC_BASE => self.apic.base_msr,
             msr::UCODE_REV => 0x1_0000_0000,
             msr::ARCH_CAPABILITIES => ARCH_CAP,
@@ -130,8 +155,18 @@ impl Cpu {
         let canonical = ((v << 16) as i64 >> 16) as u64 == v;
         match m {
             msr::TSC => {
+                // Writing the TSC moves TSC_ADJUST by the same amount (SDM 17.17.3).
                 let now = self.tsc() as i128;
-                self.tsc_offset += i128::from(v) - now;
+                let delta = i128::from(v) - now;
+                self.tsc_offset += delta;
+                self.msr.tsc_adjust = self.msr.tsc_adjust.wrapping_add(delta as u64);
+                self.tsc_last = 0;
+            }
+            msr::TSC_ADJUST => {
+                let delta = i128::from(v as i64) - i128::from(self.msr.tsc_adjust as i64);
+                self.tsc_offset += delta;
+                self.msr.tsc_adjust = v;
+                self.tsc_last = 0;
             }
             msr::PLATFORM_ID | msr::UCODE_REV => {}
             msr::APIC_BASE => return self.apic_base_write(v),
@@ -157,7 +192,10 @@ impl Cpu {
                 self.msr.pat = v;
             }
             msr::MTRR_DEF_TYPE => self.msr.mtrr_def_type = v,
-            msr::TSC_DEADLINE => self.apic_tsc_deadline_write(v),
+            msr::TSC_DEADLINE => {
+                tracing::trace!(v, "tsc deadline");
+                self.apic_tsc_deadline_write(v)
+            }
             msr::EFER => return self.write_efer(v),
             msr::STAR => self.msr.star = v,
             msr::LSTAR => {
@@ -507,7 +545,7 @@ pub(crate) fn rdtsc(c: &mut Cpu, _: &Op, _: &dyn ExitHandler) -> Res {
     if c.cr4 & CR4_TSD != 0 && c.cpl != 0 {
         return gp0();
     }
-    let t = c.tsc();
+    let t = c.tsc_fast();
     c.regs[0] = t & 0xffff_ffff;
     c.regs[2] = t >> 32;
     Ok(())

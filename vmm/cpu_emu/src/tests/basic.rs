@@ -328,3 +328,50 @@ fn self_modifying_store_within_the_same_block() {
     m.run();
     assert_eq!(m.regs().gpr[0], 7);
 }
+
+#[test]
+fn block_cache_hits_through_links_and_the_jump_cache() {
+    let code = asm(64, CODE, |a| {
+        let mut l = a.create_label();
+        a.mov(ecx, 100000u32)?;
+        a.set_label(&mut l)?;
+        a.dec(rcx)?;
+        a.jnz(l)?;
+        a.hlt()
+    });
+    let mut m = Machine::long_mode(&code);
+    m.run();
+    let [chained, jc, slow] = m.vp.cache_stats();
+    assert!(chained > 90_000, "chained {chained}");
+    assert!(slow < 10, "slow {slow}");
+    assert!(jc > 100, "jump cache {jc}");
+}
+
+#[test]
+fn chain_links_into_patched_code_are_dropped() {
+    // `f` lives on another page and is reached through a chain link from the loop; the loop
+    // patches f's immediate to the loop counter after each call, so every call must see
+    // the previous iteration's patch: 1 + 3 + 2.
+    let f_at = CODE + 0x1000;
+    let code = asm(64, CODE, |a| {
+        let mut top = a.create_label();
+        a.xor(ebx, ebx)?;
+        a.mov(ecx, 3u32)?;
+        a.mov(edi, f_at as u32)?;
+        a.set_label(&mut top)?;
+        a.call(rdi)?;
+        a.add(ebx, eax)?;
+        a.mov(byte_ptr(f_at + 1), cl)?;
+        a.dec(ecx)?;
+        a.jnz(top)?;
+        a.hlt()
+    });
+    let f = asm(64, f_at, |a| {
+        a.mov(eax, 1u32)?;
+        a.ret()
+    });
+    let mut m = Machine::long_mode(&code);
+    m.write(f_at, &f);
+    m.run();
+    assert_eq!(m.regs().gpr[3], 6);
+}

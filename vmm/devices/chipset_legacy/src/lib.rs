@@ -21,7 +21,8 @@
 //!   mouse), IRQ 1 and IRQ 12.
 //! - [`pm::AcpiPm`]: ACPI PM1a event/control, PM timer and GPE0 at 0x600 (SCI on IRQ 9, S5 ->
 //!   power off).
-//! - [`misc`]: reset control 0xcf9, debug console 0x402, pvpanic 0x505, POST 0x80.
+//! - [`misc`]: reset control 0xcf9, debug console 0x402, pvpanic 0x505, POST 0x80, system
+//!   control port A 0x92 (not in `machine.md` yet; optional).
 //!
 //! Devices that request machine halts (i8042, PM, reset control, pvpanic) take an
 //! `Arc<dyn device_api::HaltSink>`; devices with deadlines take a [`device_api::PollWaker`].

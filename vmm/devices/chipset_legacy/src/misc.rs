@@ -1,5 +1,5 @@
-//! Single-port devices: reset control (0xcf9), debug console (0x402), pvpanic (0x505) and the
-//! POST code port (0x80).
+//! Single-port devices: reset control (0xcf9), debug console (0x402), pvpanic (0x505), the
+//! POST code port (0x80) and system control port A (0x92).
 
 use std::sync::Arc;
 
@@ -17,6 +17,8 @@ pub const PORT_DEBUG_CONSOLE: u16 = 0x402;
 pub const PORT_PVPANIC: u16 = 0x505;
 /// POST code port.
 pub const PORT_POST: u16 = 0x80;
+/// System control port A (fast A20 and fast reset).
+pub const PORT_SYSTEM_CONTROL_A: u16 = 0x92;
 
 /// What a read of the debug console returns, so firmware can detect it (QEMU's value).
 pub const DEBUG_CONSOLE_READBACK: u8 = 0xe9;
@@ -170,6 +172,46 @@ impl PortIo for PostCode {
     }
 }
 
+/// System control port A at 0x92: bit 1 gates A20 (recorded only: the machine never wraps
+/// addresses), a rising edge of bit 0 resets the machine.
+pub struct SystemControlA {
+    halt: Arc<dyn HaltSink>,
+    value: u8,
+}
+
+impl SystemControlA {
+    /// The port with A20 enabled, requesting resets from `halt`.
+    pub fn new(halt: Arc<dyn HaltSink>) -> Self {
+        Self { halt, value: 0x02 }
+    }
+
+    /// Whether the guest asked for A20 enabled.
+    pub fn a20_enabled(&self) -> bool {
+        self.value & 0x02 != 0
+    }
+}
+
+impl PortIo for SystemControlA {
+    fn io_read(&mut self, _port: u16, data: &mut [u8]) -> IoResult {
+        let v = one_byte(data).map(|_| self.value)?;
+        data[0] = v;
+        Ok(())
+    }
+
+    fn io_write(&mut self, _port: u16, data: &[u8]) -> IoResult {
+        let v = one_byte(data)?;
+        let reset = v & 0x01 != 0 && self.value & 0x01 == 0;
+        self.value = v & 0x03;
+        if reset {
+            tracing::info!("port 0x92: fast reset");
+            self.halt.request_halt(HaltRequest::Reset);
+            // The reset bit reads back clear once the machine resets.
+            self.value &= !0x01;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use parking_lot::Mutex;
@@ -238,6 +280,25 @@ mod tests {
             *halts.0.lock(),
             [HaltRequest::GuestCrash("pvpanic: guest panicked".into())]
         );
+    }
+
+    #[test]
+    fn port_92_fast_reset_and_a20() {
+        let halts = Arc::new(Halts::default());
+        let mut d = SystemControlA::new(halts.clone());
+        let mut b = [0];
+        d.io_read(PORT_SYSTEM_CONTROL_A, &mut b).unwrap();
+        assert_eq!(b, [0x02]);
+        assert!(d.a20_enabled());
+        // Linux's enable_a20_fast: set A20, keep bit 0 clear.
+        d.io_write(PORT_SYSTEM_CONTROL_A, &[0xfe]).unwrap();
+        assert!(halts.0.lock().is_empty());
+        d.io_write(PORT_SYSTEM_CONTROL_A, &[0x00]).unwrap();
+        assert!(!d.a20_enabled());
+        d.io_write(PORT_SYSTEM_CONTROL_A, &[0x03]).unwrap();
+        assert_eq!(*halts.0.lock(), [HaltRequest::Reset]);
+        d.io_read(PORT_SYSTEM_CONTROL_A, &mut b).unwrap();
+        assert_eq!(b, [0x02]);
     }
 
     #[test]

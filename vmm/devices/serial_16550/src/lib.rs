@@ -321,11 +321,16 @@ impl Serial16550 {
     /// Re-arms the character timeout after receive FIFO activity.
     fn rearm_timeout(&mut self) {
         self.state.timeout_pending = false;
+        let was_armed = self.state.timeout_deadline.is_some();
         self.state.timeout_deadline = if self.fifo_enabled() && !self.state.rx.is_empty() {
             Some(self.clock.now_ns().saturating_add(4 * self.char_ns()))
         } else {
             None
         };
+        if !was_armed && self.state.timeout_deadline.is_some() {
+            // A guest access (loopback) armed a deadline the machine does not know about.
+            self.input.notify();
+        }
     }
 
     /// A byte arriving from the loopback transmitter.

@@ -457,3 +457,28 @@ fn garbage_register_traffic_never_panics() {
         assert_eq!(u.level(), u.uart.pending_interrupt().is_some());
     }
 }
+
+#[test]
+fn loopback_data_arms_the_timeout_and_asks_for_a_poll() {
+    let mut u = rig();
+    let notified = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let n = notified.clone();
+    u.input.set_notify(move || {
+        n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    });
+    u.w(IIR_FCR, FCR_ENABLE | (3 << FCR_TRIGGER_SHIFT));
+    u.w(MCR, MCR_LOOP);
+    u.w(IER, IER_RDA);
+    u.w(DATA, 1);
+    assert_eq!(notified.load(std::sync::atomic::Ordering::Relaxed), 1);
+    u.w(DATA, 2);
+    assert_eq!(
+        notified.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "already armed"
+    );
+    let deadline = u.uart.state.timeout_deadline.unwrap();
+    u.clock.advance(deadline);
+    u.poll();
+    assert_eq!(u.r(IIR_FCR), 0xc0 | IIR_TIMEOUT);
+}

@@ -1,5 +1,5 @@
 //! `agar disk` as a standalone program until `agar_cli` has a `main`:
-//! `cargo run -p disk --features cli --example agar_disk -- info disk.vhdx`.
+//! `cargo run -p disk --example agar_disk -- info disk.vhdx`.
 
 use clap::Parser;
 

@@ -300,8 +300,8 @@ pub struct Outcome {
     pub mmio: Vec<(u64, usize, bool)>,
     /// The assembled program (for label addresses).
     pub assembled: CodeAssemblerResult,
-    /// The TSC frequency the partition reported (what the machine's CPUID states).
-    pub tsc_hz: Option<u64>,
+    /// The clocks the partition reported (what the machine's CPUID states).
+    pub clocks: Option<vmm_core::cpuid::Clocks>,
 }
 
 /// How long a payload may run before the test gives up on it.
@@ -360,7 +360,11 @@ pub fn run_configured(
         .add_mmio_device("recorder", MMIO_BASE..=MMIO_BASE + 0xfff, recorder.clone())
         .unwrap();
     machine.load(&plan).expect("load");
-    let tsc_hz = Some(machine.partition().tsc_frequency()).filter(|&hz| hz > 0);
+    let clocks = vmm_core::cpuid::Clocks {
+        tsc_hz: machine.partition().tsc_frequency(),
+        apic_hz: machine.partition().apic_timer_frequency(),
+    };
+    let clocks = (clocks.tsc_hz > 0 && clocks.apic_hz > 0).then_some(clocks);
 
     let halt = machine.halt_sink();
     let (done_tx, done_rx) = mpsc::channel::<()>();
@@ -384,6 +388,6 @@ pub fn run_configured(
         elapsed,
         mmio,
         assembled,
-        tsc_hz,
+        clocks,
     }
 }

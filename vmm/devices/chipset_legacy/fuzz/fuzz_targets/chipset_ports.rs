@@ -133,20 +133,37 @@ fuzz_target!(|ops: Vec<Op>| {
         pio.register("pm", r, pm.clone()).unwrap();
     }
     pio.register("uart", 0x3f8..=0x3ff, uart.clone()).unwrap();
-    pio.register("reset", 0xcf9..=0xcf9, shared(misc::ResetControl::new(halts.clone())))
+    pio.register(
+        "reset",
+        0xcf9..=0xcf9,
+        shared(misc::ResetControl::new(halts.clone())),
+    )
+    .unwrap();
+    pio.register(
+        "debugcon",
+        0x402..=0x402,
+        shared(misc::DebugConsole::new(Box::new(Null))),
+    )
+    .unwrap();
+    pio.register(
+        "pvpanic",
+        0x505..=0x505,
+        shared(misc::PvPanic::new(halts.clone())),
+    )
+    .unwrap();
+    pio.register("post", 0x80..=0x80, shared(misc::PostCode::new()))
         .unwrap();
-    pio.register("debugcon", 0x402..=0x402, shared(misc::DebugConsole::new(Box::new(Null))))
-        .unwrap();
-    pio.register("pvpanic", 0x505..=0x505, shared(misc::PvPanic::new(halts.clone())))
-        .unwrap();
-    pio.register("post", 0x80..=0x80, shared(misc::PostCode::new())).unwrap();
     let mut mmio = MmioBus::new();
     let range = ioapic.lock().mmio_range();
     mmio.register("ioapic", range, ioapic.clone()).unwrap();
 
     for op in ops.into_iter().take(4096) {
         match op {
-            Op::Out { port, width: w, value } => {
+            Op::Out {
+                port,
+                width: w,
+                value,
+            } => {
                 let port = PORTS[usize::from(port) % PORTS.len()];
                 let bytes = value.to_le_bytes();
                 pio.write(port, &bytes[..width(w)]);
@@ -157,7 +174,11 @@ fuzz_target!(|ops: Vec<Op>| {
                 pio.read(port, &mut b[..width(w)]);
             }
             Op::RawOut { port, value } => pio.write(port, &[value]),
-            Op::MmioWrite { offset, width: w, value } => {
+            Op::MmioWrite {
+                offset,
+                width: w,
+                value,
+            } => {
                 let addr = IOAPIC_BASE + u64::from(offset) * 4;
                 mmio.write(addr, &value.to_le_bytes()[..width(w)]);
             }
