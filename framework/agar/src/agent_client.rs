@@ -195,7 +195,11 @@ impl Conn {
                                 note(
                                     transcript,
                                     start,
-                                    &format!("<- [{id}] stale: {}", describe_response(&r)),
+                                    &if id == ANNOUNCE_ID {
+                                        format!("<- agent (re)started: {}", describe_response(&r))
+                                    } else {
+                                        format!("<- [{id}] stale: {}", describe_response(&r))
+                                    },
                                 );
                             }
                             Ok(Message::Request(id, r)) => {
@@ -412,7 +416,7 @@ impl Agent {
                     timeout_ms,
                     stdin: stdin.to_vec(),
                 },
-                timeout + Duration::from_secs(10),
+                timeout.saturating_add(Duration::from_secs(10)),
             )
             .await?;
         match r {

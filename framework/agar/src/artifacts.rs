@@ -15,17 +15,22 @@ pub fn is_declared(name: &str) -> bool {
     artifacts::ArtifactId::by_name(name).is_some()
 }
 
+/// The process's artifact resolver (`artifacts::Resolver::from_env`).
+pub fn resolver() -> Result<&'static artifacts::Resolver> {
+    static RESOLVER: OnceLock<std::result::Result<artifacts::Resolver, String>> = OnceLock::new();
+    RESOLVER
+        .get_or_init(|| artifacts::Resolver::from_env().map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(|e| Error::Other(format!("artifact resolver: {e}")))
+}
+
 /// Resolves artifact ids to local files: `$AGAR_ARTIFACTS_DIR/<name>`, then the artifact
 /// cache. A missing artifact is an error naming the command that restores it.
 pub fn resolve(name: &str) -> Result<PathBuf> {
-    static RESOLVER: OnceLock<std::result::Result<artifacts::Resolver, String>> = OnceLock::new();
-    let resolver = RESOLVER
-        .get_or_init(|| artifacts::Resolver::from_env().map_err(|e| e.to_string()))
-        .as_ref()
-        .map_err(|e| Error::Artifact {
-            name: name.into(),
-            message: e.clone(),
-        })?;
+    let resolver = resolver().map_err(|e| Error::Artifact {
+        name: name.into(),
+        message: e.to_string(),
+    })?;
     resolver.resolve_name(name).map_err(|e| Error::Artifact {
         name: name.into(),
         message: e.to_string(),

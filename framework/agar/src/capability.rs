@@ -73,6 +73,10 @@ impl Support {
     }
 }
 
+/// UEFI guests boot a disk assembled at test time; only BIOS media exist so far.
+const NO_UEFI_MEDIUM: Support =
+    Support::NotYet("no UEFI-bootable disk yet: the artifacts crate assembles BIOS media only");
+
 /// The capability table: can `cell.backend` run `cell`?
 pub fn backend_support(cell: &Cell) -> Support {
     use Support::*;
@@ -82,7 +86,7 @@ pub fn backend_support(cell: &Cell) -> Support {
                 return NotYet("agar-vmm cannot load IGVM files or run VTL2 yet");
             }
             match (cell.firmware, cell.storage) {
-                (Firmware::LinuxDirect, _) => NotYet("agar-vmm does not boot Linux yet"),
+                (Firmware::LinuxDirect, _) => Yes,
                 (Firmware::Pcat, _) => NotYet("agar-vmm does not boot PCAT firmware yet"),
                 (Firmware::Uefi, Some(Storage::Ide)) => {
                     Never("agar-vmm attaches IDE only to PCAT guests (--ide requires --pcat)")
@@ -94,8 +98,9 @@ pub fn backend_support(cell: &Cell) -> Support {
             if cell.paravisor.is_some() {
                 return Never("QEMU 7.2 cannot load IGVM files or run VTL2");
             }
-            match cell.storage {
-                Some(Storage::Vmbus) => Never("QEMU has no VMBus SCSI controller (storvsp)"),
+            match (cell.firmware, cell.storage) {
+                (_, Some(Storage::Vmbus)) => Never("QEMU has no VMBus SCSI controller (storvsp)"),
+                (Firmware::Uefi, _) => NO_UEFI_MEDIUM,
                 _ => Yes,
             }
         }

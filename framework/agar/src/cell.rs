@@ -132,10 +132,11 @@ impl GuestOs {
         }
     }
 
-    /// Boot disk artifact id, for a guest booted by firmware.
-    pub const fn disk(self) -> Option<&'static str> {
+    /// Kernel and initrd artifact ids a boot disk is assembled from at test time (with the
+    /// agent appended), for a guest booted by firmware.
+    pub const fn medium_inputs(self) -> Option<(&'static str, &'static str)> {
         match self {
-            Self::Debian12 => Some("debian12_disk"),
+            Self::Debian12 => Some(("debian12_k61_kernel", "debian12_k61_initrd")),
             Self::Debian12K61 | Self::Debian12K612 => None,
         }
     }
@@ -180,12 +181,9 @@ impl Cell {
     /// Artifact ids every test in this cell needs.
     pub fn artifacts(&self) -> Vec<&'static str> {
         let mut a = Vec::new();
-        if let Some((k, i)) = self.os.kernel_initrd() {
+        if let Some((k, i)) = self.os.kernel_initrd().or(self.os.medium_inputs()) {
             a.push(k);
             a.push(i);
-        }
-        if let Some(d) = self.os.disk() {
-            a.push(d);
         }
         match self.firmware {
             Firmware::LinuxDirect => {}
@@ -230,7 +228,12 @@ mod tests {
         assert_eq!(c.name(), "agarvmm_openhcl_uefi_vmbus_debian12");
         assert_eq!(
             c.artifacts(),
-            ["debian12_disk", "ovmf_fd", "openhcl_x64_igvm"]
+            [
+                "debian12_k61_kernel",
+                "debian12_k61_initrd",
+                "ovmf_fd",
+                "openhcl_x64_igvm"
+            ]
         );
     }
 }

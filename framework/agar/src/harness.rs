@@ -304,6 +304,13 @@ pub fn run_case(case: &Case) -> Result<(), Failed> {
 
     let jsonl = std::fs::File::create(dir.join("agar.jsonl"))
         .map_err(|e| Failed::from(format!("cannot create agar.jsonl: {e}")))?;
+    // nextest captures each test's output and shows it on failure: log progress there.
+    // Under plain `cargo test` the output is not captured; keep the terminal to warnings.
+    let stderr_level = if std::env::var_os("NEXTEST").is_some() {
+        tracing_subscriber::filter::LevelFilter::INFO
+    } else {
+        tracing_subscriber::filter::LevelFilter::WARN
+    };
     let file_filter = tracing_subscriber::EnvFilter::try_from_env("AGAR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("debug"));
     let subscriber = tracing_subscriber::registry()
@@ -318,7 +325,7 @@ pub fn run_case(case: &Case) -> Result<(), Failed> {
                 .compact()
                 .with_ansi(false)
                 .with_writer(std::io::stderr)
-                .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
+                .with_filter(stderr_level),
         );
     let _log = tracing::subscriber::set_default(subscriber);
     tracing::info!(test = %case.name, output = %dir.display(), "test started");

@@ -267,6 +267,9 @@ pub fn generate(root: &Path) -> Result<PathBuf> {
                         let mut text = label(status).to_string();
                         if let Some(r) = &e.result {
                             text = format!("{text}<br>{}", duration(r.duration_ms));
+                            if e.ignored.is_some() {
+                                text.push_str("<br><small>(ignored by default)</small>");
+                            }
                         }
                         let title = match (&e.result, &e.ignored) {
                             (Some(r), _) if r.error.is_some() => r

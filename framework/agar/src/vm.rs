@@ -209,12 +209,23 @@ impl VmShared {
     }
 }
 
+/// A BIOS boot disk the framework assembles when the VM starts (kernel, initramfs with the
+/// agent appended, command line), through the artifacts crate's media cache.
+#[derive(Debug, Clone)]
+struct BootMedium {
+    kernel: PathBuf,
+    initrd: PathBuf,
+    cmdline: String,
+    bus: DiskBus,
+}
+
 /// What a test body receives: the cell's configuration, ready to adjust and run.
 #[derive(Clone)]
 pub struct VmBuilder {
     ctx: Arc<TestContext>,
     config: VmConfig,
     agent: bool,
+    medium: Option<BootMedium>,
 }
 
 impl VmBuilder {
@@ -262,26 +273,32 @@ impl VmBuilder {
             config.hv = true;
             config.vtl2 = cell.paravisor == Some(Paravisor::OpenHcl);
         }
-        if let (Some(storage), Some(disk)) = (cell.storage, cell.os.disk()) {
-            config.disks.push(DiskConfig {
-                bus: match storage {
+        let medium = match (cell.storage, cell.os.medium_inputs()) {
+            (Some(storage), Some((k, i))) => {
+                let bus = match storage {
                     Storage::Ide => DiskBus::Ide,
                     Storage::Vmbus => DiskBus::VmbusScsi,
-                },
-                // The image is shared by every test: writes go to a RAM layer.
-                spec: DiskSpec::MemDiff(Box::new(DiskSpec::File {
-                    path: art(disk)?,
-                    read_only: true,
-                    create: None,
-                    direct: false,
-                })),
-                dvd: false,
-            });
-        }
+                };
+                // The guest loads its own disk controller's driver, so it sees the disk
+                // it booted from.
+                let modules = match storage {
+                    Storage::Ide => "ata_piix,sd_mod",
+                    Storage::Vmbus => "hv_vmbus,hv_storvsc,sd_mod",
+                };
+                Some(BootMedium {
+                    kernel: art(k)?,
+                    initrd: art(i)?,
+                    cmdline: format!("console=ttyS0 agar.agent=/dev/ttyS1 agar.modules={modules}"),
+                    bus,
+                })
+            }
+            _ => None,
+        };
         Ok(Self {
             ctx,
             config,
             agent: true,
+            medium,
         })
     }
 
@@ -316,14 +333,21 @@ impl VmBuilder {
         self.modify_config(|c| c.memory = ByteSize(mb << 20))
     }
 
-    /// Appends to the kernel command line (Linux direct boot only; ignored otherwise).
-    pub fn with_kernel_cmdline(self, extra: &str) -> Self {
+    /// Appends to the kernel command line: Linux direct boot, or the boot loader
+    /// configuration of a disk the framework assembles. Ignored for other guests.
+    pub fn with_kernel_cmdline(mut self, extra: &str) -> Self {
+        let append = |cmdline: &mut String| {
+            if !cmdline.is_empty() {
+                cmdline.push(' ');
+            }
+            cmdline.push_str(extra);
+        };
+        if let Some(m) = &mut self.medium {
+            append(&mut m.cmdline);
+        }
         self.modify_config(|c| {
             if let Boot::LinuxDirect { cmdline, .. } = &mut c.boot {
-                if !cmdline.is_empty() {
-                    cmdline.push(' ');
-                }
-                cmdline.push_str(extra);
+                append(cmdline);
             }
         })
     }
@@ -357,19 +381,72 @@ impl VmBuilder {
         &self.ctx.output_dir
     }
 
-    /// The kernel release (`uname -r`) of the cell's Linux-direct kernel, read from the
-    /// bzImage header.
+    /// The kernel release (`uname -r`) of the cell's kernel (Linux direct, or on the boot
+    /// disk the framework assembles), read from the bzImage header.
     pub fn kernel_release(&self) -> Result<String> {
-        match &self.config.boot {
-            Boot::LinuxDirect { kernel, .. } => crate::linux::bzimage_release(kernel),
-            _ => Err(Error::Other("not a Linux direct boot".into())),
+        match (&self.config.boot, &self.medium) {
+            (Boot::LinuxDirect { kernel, .. }, _) => crate::linux::bzimage_release(kernel),
+            (_, Some(m)) => crate::linux::bzimage_release(&m.kernel),
+            _ => Err(Error::Other(
+                "the guest's kernel is not known to the framework".into(),
+            )),
         }
     }
 
     /// Starts the VM.
     pub async fn run(self) -> Result<Vm> {
-        Vm::start(self.ctx, self.config, self.agent).await
+        let mut config = self.config;
+        if let Some(m) = self.medium {
+            let agent = self.agent;
+            // The test's log subscriber is thread-local: carry it to the blocking thread.
+            let log = tracing::dispatcher::get_default(|d| d.clone());
+            let disk = tokio::task::spawn_blocking(move || {
+                tracing::dispatcher::with_default(&log, || build_medium(&m, agent))
+            })
+            .await
+            .map_err(|e| Error::Other(format!("building the boot disk: {e}")))??;
+            // The boot disk goes first: IDE channel 0 master / LUN 0.
+            config.disks.insert(0, disk);
+        }
+        Vm::start(self.ctx, config, self.agent).await
     }
+}
+
+/// Assembles (or finds in the media cache) the BIOS disk for `m`.
+fn build_medium(m: &BootMedium, agent: bool) -> Result<DiskConfig> {
+    use artifacts::media::BiosDisk;
+    use artifacts::media::BootFiles;
+    let err = |e: artifacts::media::MediaError| Error::Other(format!("boot disk: {e}"));
+    let mut files = BootFiles::new(&m.kernel, &m.initrd)
+        .replace_cmdline(&m.cmdline)
+        .map_err(err)?;
+    if agent {
+        files = files
+            .append_agent(&crate::artifacts::agent_binary()?)
+            .map_err(err)?;
+    }
+    let started = Instant::now();
+    let medium = BiosDisk::new(files)
+        .build(crate::artifacts::resolver()?.cache())
+        .map_err(err)?;
+    tracing::info!(
+        path = %medium.path.display(),
+        cached = medium.cached,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        cmdline = %m.cmdline,
+        "boot disk ready"
+    );
+    Ok(DiskConfig {
+        bus: m.bus,
+        // A cache blob shared by every test: writes go to a RAM layer.
+        spec: DiskSpec::MemDiff(Box::new(DiskSpec::File {
+            path: medium.path,
+            read_only: true,
+            create: None,
+            direct: false,
+        })),
+        dvd: false,
+    })
 }
 
 /// A running VM. Dropping it kills the VMM.
@@ -600,7 +677,11 @@ impl Vm {
         let log = self.port(port)?.clone();
         let idx = usize::from(port) - 1;
         let what = format!("/{pattern}/ on {}", log.name());
-        let deadline = tokio::time::Instant::now() + timeout;
+        // A huge timeout means "no limit" (the watchdog still applies).
+        let now = tokio::time::Instant::now();
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or(now + Duration::from_secs(100 * 365 * 86_400));
         let mut rx = log.subscribe();
         let found = async {
             loop {

@@ -34,6 +34,16 @@ async fn disk_guest(_vm: VmBuilder) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[vm_test(qemu_uefi(ide(debian12)))]
+async fn uefi_guest(_vm: VmBuilder) -> anyhow::Result<()> {
+    Ok(())
+}
+
+#[vm_test(agarvmm_openhcl(uefi(vmbus(debian12))))]
+async fn openhcl_guest(_vm: VmBuilder) -> anyhow::Result<()> {
+    Ok(())
+}
+
 const UNDER_TEST: &str = "AGAR_HARNESS_UNDER_TEST";
 
 fn harness(args: &[&str], stdin: Option<&str>) -> Result<String, Failed> {
@@ -85,25 +95,27 @@ fn lists_every_cell_in_libtest_format() -> Result<(), Failed> {
     let all = harness(&["--list", "--format", "terse"], None)?;
     let expected = [
         "agarvmm_linux_direct_debian12_k61::boots: test",
+        "agarvmm_openhcl_uefi_vmbus_debian12::openhcl_guest: test",
         "qemu_linux_direct_debian12_k612::boots: test",
         "qemu_linux_direct_debian12_k612::needs_firmware: test",
         "qemu_linux_direct_debian12_k61::boots: test",
         "qemu_linux_direct_debian12_k61::needs_firmware: test",
         "qemu_pcat_ide_debian12::disk_guest: test",
+        "qemu_uefi_ide_debian12::uefi_guest: test",
     ];
     check(
         all.lines().collect::<Vec<_>>() == expected,
         format!("--list printed:\n{all}"),
     )?;
-    // Ignored: agar-vmm cannot boot Linux yet; the explicit ignore; the disk image the
-    // artifacts crate does not declare yet. Never dropped, listed with --ignored.
+    // Ignored: OpenHCL on agar-vmm (not yet, and no IGVM artifact), the explicit ignore, and
+    // UEFI (no UEFI boot medium yet). Never dropped, listed with --ignored.
     let ignored = harness(&["--list", "--format", "terse", "--ignored"], None)?;
     check(
         ignored.lines().collect::<Vec<_>>()
             == [
-                "agarvmm_linux_direct_debian12_k61::boots: test",
+                "agarvmm_openhcl_uefi_vmbus_debian12::openhcl_guest: test",
                 "qemu_linux_direct_debian12_k612::needs_firmware: test",
-                "qemu_pcat_ide_debian12::disk_guest: test",
+                "qemu_uefi_ide_debian12::uefi_guest: test",
             ],
         format!("--list --ignored printed:\n{ignored}"),
     )
@@ -119,10 +131,11 @@ fn matrix_json_gives_the_reasons() -> Result<(), Failed> {
             .find(|t| t["name"] == name)
             .and_then(|t| t["ignored"].as_str().map(String::from))
     };
+    let openhcl = reason("agarvmm_openhcl_uefi_vmbus_debian12::openhcl_guest").unwrap_or_default();
     check(
-        reason("agarvmm_linux_direct_debian12_k61::boots")
-            .is_some_and(|r| r.contains("agar-vmm does not boot Linux yet")),
-        "agar-vmm reason",
+        openhcl.contains("needs artifact `openhcl_x64_igvm`")
+            && openhcl.contains("agar-vmm cannot load IGVM files"),
+        format!("every reason, joined: {openhcl}"),
     )?;
     check(
         reason("qemu_linux_direct_debian12_k612::needs_firmware").as_deref()
@@ -130,12 +143,17 @@ fn matrix_json_gives_the_reasons() -> Result<(), Failed> {
         "explicit ignore reason",
     )?;
     check(
-        reason("qemu_pcat_ide_debian12::disk_guest").is_some_and(|r| r.contains("debian12_disk")),
-        "undeclared artifact reason",
+        reason("qemu_uefi_ide_debian12::uefi_guest")
+            .is_some_and(|r| r.contains("no UEFI-bootable disk yet")),
+        "capability reason",
     )?;
     check(
         reason("qemu_linux_direct_debian12_k61::boots").is_none(),
         "runnable cell",
+    )?;
+    check(
+        reason("qemu_pcat_ide_debian12::disk_guest").is_none(),
+        "runnable disk cell",
     )
 }
 
@@ -146,13 +164,21 @@ fn required_artifacts_follow_the_selection() -> Result<(), Failed> {
     let k612 = ["debian12_k612_initrd", "debian12_k612_kernel"]
         .map(String::from)
         .to_vec();
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
 
     // Everything: what runs is required; what only ignored cells need is optional.
     let (req, opt) = artifacts(&["--list-required-artifacts"], None)?;
-    let mut want = [k612.clone(), k61.clone(), vec!["seabios_bios".into()]].concat();
-    want.sort();
-    check(req == want, format!("all: required {req:?}"))?;
-    check(opt == ["debian12_disk"], format!("all: optional {opt:?}"))?;
+    check(
+        req == sorted([k612.clone(), k61.clone(), vec!["seabios_bios".into()]].concat()),
+        format!("all: required {req:?}"),
+    )?;
+    check(
+        opt == ["openhcl_x64_igvm", "ovmf_fd"],
+        format!("all: optional {opt:?}"),
+    )?;
 
     // A filter, as libtest applies it; the ignored k612 test's extra artifact is optional.
     let (req, opt) = artifacts(&["--list-required-artifacts", "k612"], None)?;
@@ -170,18 +196,25 @@ fn required_artifacts_follow_the_selection() -> Result<(), Failed> {
         ],
         None,
     )?;
-    let mut want = [k61.clone(), vec!["seabios_bios".into()]].concat();
-    want.sort();
-    check(req == want, format!("exact: {req:?}"))?;
+    check(
+        req == sorted([k61.clone(), vec!["seabios_bios".into()]].concat()),
+        format!("exact: {req:?}"),
+    )?;
 
-    // An ignored test's artifacts become required once ignored tests are run
-    // (a PCAT cell: its disk and SeaBIOS).
+    // A disk guest needs what its boot disk is assembled from, and its firmware.
+    let (req, _) = artifacts(&["--list-required-artifacts", "disk_guest"], None)?;
+    check(
+        req == sorted([k61.clone(), vec!["seabios_bios".into()]].concat()),
+        format!("disk guest: {req:?}"),
+    )?;
+
+    // An ignored test's artifacts become required once ignored tests are run.
     let (req, opt) = artifacts(
-        &["--list-required-artifacts", "--ignored", "disk_guest"],
+        &["--list-required-artifacts", "--ignored", "uefi_guest"],
         None,
     )?;
     check(
-        req == ["debian12_disk", "seabios_bios"] && opt.is_empty(),
+        req == sorted([k61.clone(), vec!["ovmf_fd".into()]].concat()) && opt.is_empty(),
         format!("ignored: {req:?} {opt:?}"),
     )?;
 
