@@ -3,6 +3,7 @@
 mod agent;
 mod boot;
 mod framework;
+mod vmbus;
 
 fn main() {
     agar::test_main()

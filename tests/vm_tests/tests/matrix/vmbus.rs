@@ -1,0 +1,163 @@
+//! Hyper-V enlightenments, VMBus and the VMBus SCSI controller (storvsp) with a Linux guest
+//! booted directly: the guest must detect Hyper-V, load hv_vmbus and hv_storvsc, see each
+//! disk with its size, read what the host put there, and write data that reads back (and,
+//! for a plain file, lands in the host file), while memdiff bases stay untouched.
+
+use std::path::Path;
+use std::path::PathBuf;
+use std::process::Command;
+
+use agar::HaltReason;
+use agar::VmBuilder;
+use agar::vm_config::DiskBus;
+use agar::vm_config::DiskConfig;
+use agar::vm_config::DiskSpec;
+use agar::vm_test;
+use anyhow::Context;
+use anyhow::ensure;
+
+const DISK_BYTES: u64 = 64 << 20;
+/// The pattern the host writes at the start of each base image.
+const HEAD_BYTES: usize = 64 << 10;
+/// Where (and how much) the guest writes.
+const WRITE_OFFSET: u64 = 1 << 20;
+const WRITE_BYTES: usize = 256 << 10;
+
+fn host_pattern() -> Vec<u8> {
+    (0..HEAD_BYTES as u32)
+        .map(|i| (i.wrapping_mul(31) ^ (i >> 9)) as u8)
+        .collect()
+}
+
+fn guest_pattern(disk: usize) -> Vec<u8> {
+    (0..WRITE_BYTES as u32)
+        .map(|i| (i.wrapping_mul(13) + i / 4096 + disk as u32 * 101) as u8)
+        .collect()
+}
+
+/// A raw image of `DISK_BYTES` with [`host_pattern`] at offset 0.
+fn make_raw(path: &Path) -> anyhow::Result<()> {
+    let mut data = host_pattern();
+    data.resize(DISK_BYTES as usize, 0);
+    std::fs::write(path, data).with_context(|| path.display().to_string())
+}
+
+fn qemu_img_convert(raw: &Path, vhdx: &Path) -> anyhow::Result<()> {
+    let st = Command::new("qemu-img")
+        .args(["convert", "-f", "raw", "-O", "vhdx"])
+        .arg(raw)
+        .arg(vhdx)
+        .status()
+        .context("qemu-img")?;
+    ensure!(st.success(), "qemu-img convert failed: {st}");
+    Ok(())
+}
+
+fn file(path: &Path) -> DiskSpec {
+    DiskSpec::File {
+        path: path.to_path_buf(),
+        read_only: false,
+        create: None,
+        direct: false,
+    }
+}
+
+fn vmbus_disk(spec: DiskSpec) -> DiskConfig {
+    DiskConfig {
+        bus: DiskBus::VmbusScsi,
+        spec,
+        dvd: false,
+    }
+}
+
+#[vm_test(
+    agarvmm_linux_direct(debian12_k61),
+    agarvmm_linux_direct(debian12_k612),
+    timeout = 1200
+)]
+async fn vmbus_storvsp_disks(vm: VmBuilder) -> anyhow::Result<()> {
+    let dir: PathBuf = vm.output_dir().to_path_buf();
+    // sda: a plain raw file (guest writes reach it); sdb, sdc: raw and VHDX bases under a
+    // RAM layer (guest writes must not).
+    let plain = dir.join("plain.raw");
+    let base_raw = dir.join("base.raw");
+    let base_vhdx = dir.join("base.vhdx");
+    make_raw(&plain)?;
+    make_raw(&base_raw)?;
+    qemu_img_convert(&base_raw, &base_vhdx)?;
+    let before_raw = std::fs::read(&base_raw)?;
+    let before_vhdx = std::fs::read(&base_vhdx)?;
+
+    let vm = vm
+        .modify_config(|c| {
+            c.hv = true;
+            c.disks.push(vmbus_disk(file(&plain)));
+            c.disks
+                .push(vmbus_disk(DiskSpec::MemDiff(Box::new(file(&base_raw)))));
+            c.disks
+                .push(vmbus_disk(DiskSpec::MemDiff(Box::new(file(&base_vhdx)))));
+        })
+        .with_kernel_cmdline("agar.modules=hv_vmbus,hv_storvsc,sd_mod");
+    let mut vm = vm.run().await?;
+    let agent = vm.agent().await?;
+
+    let dmesg = agent.run("dmesg").await?;
+    for line in [
+        "Hypervisor detected: Microsoft Hyper-V",
+        "hv_vmbus: Vmbus version:5.",
+        "scsi host0: storvsc_host_t",
+        "Direct-Access     Msft     Virtual Disk",
+    ] {
+        ensure!(dmesg.contains(line), "dmesg lacks {line:?}");
+    }
+    for (i, name) in ["sda", "sdb", "sdc"].into_iter().enumerate() {
+        let sectors: u64 = agent
+            .run(&format!("cat /sys/block/{name}/size"))
+            .await?
+            .trim()
+            .parse()?;
+        ensure!(sectors * 512 == DISK_BYTES, "{name}: {sectors} sectors");
+        let dev = format!("/dev/{name}");
+        agent
+            .run(&format!(
+                "dd if={dev} of=/tmp/head bs=64k count=1 iflag=direct 2>/dev/null"
+            ))
+            .await?;
+        ensure!(
+            agent.read_file("/tmp/head").await? == host_pattern(),
+            "{name}: the guest does not read the host's data"
+        );
+        let pattern = guest_pattern(i);
+        agent.write_file("/tmp/pattern", &pattern, 0o600).await?;
+        let seek = WRITE_OFFSET / WRITE_BYTES as u64;
+        agent
+            .run(&format!(
+                "dd if=/tmp/pattern of={dev} bs=256k seek={seek} oflag=direct 2>/dev/null && sync && \
+                 echo 3 > /proc/sys/vm/drop_caches && \
+                 dd if={dev} of=/tmp/back bs=256k skip={seek} count=1 iflag=direct 2>/dev/null"
+            ))
+            .await?;
+        ensure!(
+            agent.read_file("/tmp/back").await? == pattern,
+            "{name}: written data does not read back"
+        );
+    }
+    assert_eq!(vm.power_off().await?, HaltReason::PowerOff);
+
+    let plain_bytes = std::fs::read(&plain)?;
+    let at = WRITE_OFFSET as usize;
+    ensure!(
+        plain_bytes[at..at + WRITE_BYTES] == guest_pattern(0)[..],
+        "the guest's write did not reach the raw file"
+    );
+    ensure!(plain_bytes[..HEAD_BYTES] == host_pattern()[..]);
+    ensure!(
+        std::fs::read(&base_raw)? == before_raw,
+        "memdiff changed the raw base"
+    );
+    ensure!(
+        std::fs::read(&base_vhdx)? == before_vhdx,
+        "memdiff changed the VHDX base"
+    );
+    Ok(())
+}
