@@ -306,7 +306,10 @@ async fn framework_leaves_every_log_in_the_output_folder(vm: VmBuilder) -> anyho
     // The agent transcript on COM2: the handshake, the command, the power off.
     let com2 = read("com2.log");
     assert!(com2.contains("hello: agar-agent"), "{com2}");
-    assert!(com2.contains("exec `echo to the console > /dev/ttyS0`"), "{com2}");
+    assert!(
+        com2.contains("exec `echo to the console > /dev/ttyS0`"),
+        "{com2}"
+    );
     assert!(com2.contains("power off"), "{com2}");
     // COM3 and COM4 are captured, and quiet.
     assert_eq!(read("com3.log"), "");
@@ -333,7 +336,12 @@ async fn framework_leaves_every_log_in_the_output_folder(vm: VmBuilder) -> anyho
             v["fields"]["message"].as_str().unwrap_or("").to_string()
         })
         .collect();
-    for m in ["test started", "boot disk ready", "agent connected", "test finished"] {
+    for m in [
+        "test started",
+        "boot disk ready",
+        "agent connected",
+        "test finished",
+    ] {
         assert!(messages.iter().any(|x| x == m), "no `{m}` in {messages:?}");
     }
     assert!(
@@ -347,7 +355,11 @@ async fn framework_leaves_every_log_in_the_output_folder(vm: VmBuilder) -> anyho
     let result: serde_json::Value = serde_json::from_str(&read("agar.result.json"))?;
     assert_eq!(result["status"], "passed");
     assert_eq!(result["cell"], "qemu_pcat_ide_debian12");
-    assert!(result["timings"]["spawn_to_first_output_ms"].as_u64().is_some());
+    assert!(
+        result["timings"]["spawn_to_first_output_ms"]
+            .as_u64()
+            .is_some()
+    );
     assert!(result["timings"]["teardown_ms"].as_u64().is_some());
 
     // Every file is announced as an attachment, exactly once, by absolute path.
