@@ -124,8 +124,10 @@ fn chromium_required() -> bool {
         .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty() && v != "0" && v != "false"))
 }
 
-/// The screenshot's size and its pixels as RGB triples.
-fn decode_png(png_path: &Path) -> ((u32, u32), Vec<(u8, u8, u8)>) {
+type Rgb = (u8, u8, u8);
+
+/// The screenshot's size and its pixels.
+fn decode_png(png_path: &Path) -> ((u32, u32), Vec<Rgb>) {
     let decoder = png::Decoder::new(std::fs::File::open(png_path).unwrap());
     let mut reader = decoder.read_info().unwrap();
     let mut buf = vec![0; reader.output_buffer_size()];
@@ -242,7 +244,7 @@ fn chromium_renders_the_matrix_with_outcome_colours_and_links() {
     println!("screenshot: {}", shot.display());
     let (size, pixels) = decode_png(&shot);
     assert_eq!(size, (1400, 900), "the screenshot has the window's size");
-    let count = |rgb: (u8, u8, u8)| pixels.iter().filter(|&&p| p == rgb).count();
+    let count = |rgb: Rgb| pixels.iter().filter(|&&p| p == rgb).count();
     // The page background dominates: the screenshot is not blank or one colour.
     let white = count((255, 255, 255));
     assert!(
