@@ -2,11 +2,11 @@
 //! (storvsp) against QEMU's virtio-blk, same kernel, same initramfs, same backing file, same
 //! run. Not a test: it prints MB/s and the agar/QEMU ratio.
 //!
-//! `cargo bench -p vm_tests --bench vmbus_dd [-- MIB]` (default 256 MiB per direction).
+//! `cargo bench -p vm_tests --bench vmbus_dd [-- MIB]` (default 1 GiB per direction).
 //! agar-vmm is `$AGAR_VMM` or `target/release/agar-vmm`; QEMU is `qemu-system-x86_64`
 //! (TCG). The guest runs `dd bs=1M` with O_DIRECT, write then read, on the raw disk. Each dd
-//! is timed on the host clock, from typing its command line to its result line (the guest's
-//! own clock is printed next to it); the ratio uses the host clock. The guests' consoles are
+//! is timed on the host clock, from a line the guest prints just before it to one just after
+//! (the guest's own clock is printed next to it); the ratio uses the host clock. The guests' consoles are
 //! kept in `target/vmbus_dd/`.
 //!
 //! The Debian initramfs carries no virtio modules, so the QEMU guest gets a second cpio
@@ -52,13 +52,14 @@ struct DdRun {
 }
 
 /// The guest's dd commands. Debian's busybox dd prints no byte/time summary, so each command
-/// reports `/proc/uptime` before and after and dd's status as `DDRE0S <start> <end> <status>`
-/// (the shell's echo of the typed line shows `DDRE$((0))S`, so it never matches). A missing
+/// prints `DDG0O` when it starts and reports `/proc/uptime` before and after and dd's status as `DDRE0S <start> <end> <status>`
+/// (the shell's echo of the typed line shows `DDRE$((0))S` and `DDG$((0))O`, so it never
+/// matches). A missing
 /// block device is a failure, not a file written into /dev.
 fn dd_commands(dev: &str, mib: u64) -> [String; 2] {
     let wrap = |dd: String| {
         format!(
-            "s=$(cat /proc/uptime); {dd} 2>/dev/null; r=$?; e=$(cat /proc/uptime); \
+            "echo DDG$((0))O; s=$(cat /proc/uptime); {dd} 2>/dev/null; r=$?; e=$(cat /proc/uptime); \
              echo \"DDRE$((0))S ${{s%% *}} ${{e%% *}} $r\""
         )
     };
@@ -82,7 +83,7 @@ fn parse_ddres(line: &str) -> Option<(f64, f64)> {
 }
 
 /// Runs `child` (serial console on stdin/stdout) until the guest is ready, types `setup`,
-/// then times each of `dd` from the host: from typing the line to its `DDRE0S` result. The
+/// then times each of `dd` from the host: from its `DDG0O` line to its `DDRE0S` line. The
 /// console goes to `log` as well.
 fn drive(
     mut child: Child,
@@ -130,19 +131,26 @@ fn drive(
     while next_line(&mut child)?.1.trim() != "SETUP0DONE" {}
     let mut runs = Vec::new();
     for c in dd {
-        let typed = Instant::now();
         writeln!(stdin, "{c}")?;
         stdin.flush()?;
+        let mut started = None;
         loop {
             let (at, line) = next_line(&mut child)?;
+            if line.trim() == "DDG0O" {
+                started = Some(at);
+                continue;
+            }
             if let Some((start, end)) = parse_ddres(&line) {
                 ensure!(
                     line.trim().ends_with(" 0"),
                     "dd failed in the guest: {line}"
                 );
-                eprintln!("    {}", c.split("; ").nth(1).unwrap_or(c));
+                let dd = c.split("; ").find(|p| p.contains("dd if=")).unwrap_or(c);
+                eprintln!("    {dd}");
                 runs.push(DdRun {
-                    host_secs: at.duration_since(typed).as_secs_f64(),
+                    host_secs: at
+                        .duration_since(started.context("no DDG0O line before the result")?)
+                        .as_secs_f64(),
                     guest_secs: end - start,
                 });
                 break;
@@ -302,7 +310,7 @@ fn main() -> anyhow::Result<()> {
     let mib: u64 = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())
-        .unwrap_or(256);
+        .unwrap_or(1024);
     std::fs::create_dir_all(log_dir())?;
     let resolver = artifacts::Resolver::from_env()?;
     let kernel = resolver.resolve_name("debian12_k61_kernel")?;
