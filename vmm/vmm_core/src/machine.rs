@@ -397,6 +397,10 @@ impl Machine {
             acpi_config.extra_devices.push(acpi::devices::vmbus(None));
         }
         let (acpi_rsdp, bar_updates) = if config.pcat.is_some() {
+            // Linux only scans PCI below a PNP0A03 root bridge it finds in the DSDT.
+            acpi_config
+                .extra_devices
+                .push(acpi::devices::pci_root_bridge(&pcat::pci_root(&layout)));
             // The firmware installs the ACPI tables (fw_cfg's table loader) and owns the BIOS
             // window they would take.
             let ide = ide_disks

@@ -141,6 +141,19 @@ pub fn fw_cfg_e820(layout: &MemoryLayout) -> Vec<fw_cfg::E820Entry> {
     e
 }
 
+/// The PCI root bridge the DSDT describes: 32-bit BARs between the end of low RAM and the
+/// I/O APIC (the firmware places them there), no 64-bit window.
+pub fn pci_root(layout: &MemoryLayout) -> acpi::devices::PciRootInfo {
+    acpi::devices::PciRootInfo {
+        mmio32: (
+            layout.low_ram_end() as u32,
+            crate::layout::IOAPIC_BASE as u32 - 1,
+        ),
+        mmio64: None,
+        children: Vec::new(),
+    }
+}
+
 /// An IDE device to attach.
 #[derive(Clone)]
 pub struct IdeAttachment {
