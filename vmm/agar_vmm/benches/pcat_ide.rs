@@ -34,7 +34,7 @@ fn data_disk(mib: u64) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/agar-bench");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("ide-data-{mib}m.raw"));
-    if std::fs::metadata(&path).map(|m| m.len()) != Ok(mib << 20) {
+    if std::fs::metadata(&path).map(|m| m.len()).ok() != Some(mib << 20) {
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         let mut buf = vec![0u8; 1 << 20];
         let mut out = Vec::with_capacity((mib << 20) as usize);

@@ -163,16 +163,17 @@ pub struct IdeAttachment {
     pub optical: bool,
 }
 
+/// Drives by channel and unit.
+pub type IdeDrives = [[Option<IdeDrive>; 2]; 2];
+
 /// Where IDE devices go: in command-line order to primary master, primary slave, secondary
 /// master, secondary slave; and the firmware boot order (hard disks, then CD-ROMs, each in
 /// command-line order).
-pub fn place_ide(
-    devices: &[IdeAttachment],
-) -> Result<([[Option<IdeDrive>; 2]; 2], Vec<(u8, u8)>), PcatError> {
+pub fn place_ide(devices: &[IdeAttachment]) -> Result<(IdeDrives, Vec<(u8, u8)>), PcatError> {
     if devices.len() > 4 {
         return Err(PcatError::TooManyIdeDevices(devices.len()));
     }
-    let mut drives: [[Option<IdeDrive>; 2]; 2] = Default::default();
+    let mut drives: IdeDrives = Default::default();
     let mut disks = Vec::new();
     let mut cds = Vec::new();
     for (i, d) in devices.iter().enumerate() {
