@@ -1,10 +1,10 @@
 //! IDE sequential read benchmark (not a test): a guest booted by SeaBIOS from an IDE disk
-//! reads a second IDE disk with `dd if=/dev/sdb of=/dev/null bs=1M iflag=direct` (bus-master
+//! reads a second IDE disk with `dd if=/dev/sdX of=/dev/null bs=1M iflag=direct` (bus-master
 //! DMA through ata_piix), on agar-vmm (`--pcat --hypervisor emu`) and on QEMU `-M pc` (TCG,
 //! PIIX3 IDE) in the same run, with the same boot disk and the same data file. Prints MB/s
 //! per VMM (guest-timed with /proc/uptime, median of the runs) and agar-vmm's ratio to QEMU.
 //!
-//! `cargo bench -p agar_vmm --bench pcat_ide` (`-- mib=N runs=N` to change the 128 MiB read
+//! `cargo bench -p agar_vmm --bench pcat_ide` (`-- mib=N runs=N` to change the 512 MiB read
 //! and 3 runs per VMM). Needs the guest artifacts (`agar artifacts restore`), the media tools,
 //! Debian's `seabios` and `qemu-system-x86_64`.
 
@@ -52,24 +52,33 @@ fn data_disk(mib: u64) -> PathBuf {
     path
 }
 
-/// Boots `cmd`, reads /dev/sdb `runs` times; MB/s per run (guest clock).
+/// Boots `cmd`, reads the data disk `runs` times; MB/s per run (guest clock).
 fn measure(name: &str, cmd: Command, mib: u64, runs: u64) -> Vec<f64> {
     let start = Instant::now();
     let mut g = Guest::spawn(cmd);
     g.wait_for(600, |l| l.contains("agar-init: ready").then_some(()));
     eprintln!("{name}: ready after {:.1} s", start.elapsed().as_secs_f64());
-    let size: u64 = g
-        .run("size", "cat /sys/block/sdb/size")
-        .parse()
-        .expect("sdb size");
-    assert_eq!(size, mib << 11, "{name}: /dev/sdb is the data disk");
+    // Disks are probed in parallel: find the data disk by its size.
+    let dev = g.run(
+        "dev",
+        &format!(
+            "for d in sda sdb; do [ \"$(cat /sys/block/$d/size)\" = {} ] && echo $d; done",
+            mib << 11
+        ),
+    );
+    assert!(
+        dev == "sda" || dev == "sdb",
+        "{name}: no {mib} MiB disk: {dev:?}"
+    );
     let mut rates = Vec::new();
     for i in 0..runs {
         let out = g.run(
             &format!("dd{i}"),
-            "a=$(cut -d' ' -f1 /proc/uptime); \
-             dd if=/dev/sdb of=/dev/null bs=1M iflag=direct 2>/dev/null || echo FAILED; \
-             b=$(cut -d' ' -f1 /proc/uptime); echo $a $b",
+            &format!(
+                "a=$(cut -d' ' -f1 /proc/uptime); \
+             dd if=/dev/{dev} of=/dev/null bs=1M iflag=direct 2>/dev/null || echo FAILED; \
+             b=$(cut -d' ' -f1 /proc/uptime); echo $a $b"
+            ),
         );
         assert!(!out.contains("FAILED"), "{name}: dd failed");
         let t: Vec<f64> = out
@@ -95,7 +104,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let mib = arg("mib", 128);
+    let mib = arg("mib", 512);
     let runs = arg("runs", 3).max(1);
     let resolver = artifacts::Resolver::from_env().expect("artifact resolver");
     let files = BootFiles::from_artifacts(

@@ -79,7 +79,9 @@ fn run(config: &VmConfig, no_kvm_check: bool, started: std::time::Instant) -> Re
             initrd,
             cmdline,
         } => (kernel, initrd, cmdline),
-        Boot::Pcat { firmware } => return run_pcat(config, firmware.as_deref(), started),
+        Boot::Pcat { firmware } => {
+            return run_pcat(config, firmware.as_deref(), no_kvm_check, started);
+        }
         _ => {
             return Err(config_error(anyhow::anyhow!(
                 "only --kernel and --pcat boots are supported"
@@ -152,6 +154,7 @@ pub const DEFAULT_PCAT_FIRMWARE: &str = "/usr/share/seabios/bios-256k.bin";
 fn run_pcat(
     config: &VmConfig,
     firmware: Option<&std::path::Path>,
+    no_kvm_check: bool,
     started: std::time::Instant,
 ) -> Result<u8, Failure> {
     vmm_core::layout::MemoryLayout::new(config.memory.0)
@@ -175,8 +178,9 @@ fn run_pcat(
         .with_context(|| path.display().to_string())
         .map_err(config_error)?;
 
-    let selected =
-        vmm_core::backend::select(config.hypervisor, true).map_err(|e| other_error(e.into()))?;
+    // The firmware alone needs no user mode; the OS it boots does.
+    let selected = vmm_core::backend::select(config.hypervisor, !no_kvm_check)
+        .map_err(|e| other_error(e.into()))?;
     tracing::info!("hypervisor: {}", selected.why);
     let mut machine_config = machine_config(config);
     machine_config.pcat = Some(vmm_core::pcat::FirmwareImage(image.into()));
