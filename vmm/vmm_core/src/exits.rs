@@ -24,6 +24,9 @@ pub struct MachineExits {
     pio: RwLock<PioBus>,
     mmio: RwLock<MmioBus>,
     bar_updates: Option<BarUpdates>,
+    /// First port / address of each BAR range this handler mapped (an unmap for a range whose
+    /// mapping was refused must not release another device's range).
+    bar_ranges: parking_lot::Mutex<(Vec<u16>, Vec<u64>)>,
     pic: Option<Shared<DualPic>>,
     ioapic: Option<Shared<IoApic>>,
     msrs: MsrPolicy,
@@ -43,6 +46,7 @@ impl MachineExits {
             pio: RwLock::new(pio),
             mmio: RwLock::new(mmio),
             bar_updates: None,
+            bar_ranges: parking_lot::Mutex::new((Vec::new(), Vec::new())),
             pic,
             ioapic,
             msrs,
@@ -64,6 +68,8 @@ impl MachineExits {
     }
 
     fn apply_bar_updates(&self, updates: &BarUpdates) {
+        let mut mapped = self.bar_ranges.lock();
+        let (io, mem) = &mut *mapped;
         for u in updates.take() {
             tracing::debug!(?u, "PCI BAR update");
             let r = match u {
@@ -71,18 +77,36 @@ impl MachineExits {
                     name,
                     ports,
                     device,
-                } => self.pio.write().register(&name, ports, device),
+                } => {
+                    let first = *ports.start();
+                    self.pio
+                        .write()
+                        .register(&name, ports, device)
+                        .map(|()| io.push(first))
+                }
                 BarUpdate::UnmapIo { first } => {
-                    self.pio.write().unregister(first);
+                    if let Some(i) = io.iter().position(|&p| p == first) {
+                        io.swap_remove(i);
+                        self.pio.write().unregister(first);
+                    }
                     Ok(())
                 }
                 BarUpdate::MapMmio {
                     name,
                     range,
                     device,
-                } => self.mmio.write().register(&name, range, device),
+                } => {
+                    let start = *range.start();
+                    self.mmio
+                        .write()
+                        .register(&name, range, device)
+                        .map(|()| mem.push(start))
+                }
                 BarUpdate::UnmapMmio { start } => {
-                    self.mmio.write().unregister(start);
+                    if let Some(i) = mem.iter().position(|&a| a == start) {
+                        mem.swap_remove(i);
+                        self.mmio.write().unregister(start);
+                    }
                     Ok(())
                 }
             };

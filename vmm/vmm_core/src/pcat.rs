@@ -493,4 +493,84 @@ mod tests {
         // Port 0x92 is claimed.
         assert_eq!(pio.owner(0x92), Some("port92"));
     }
+
+    /// The machine's exit handler applies BAR moves: the bus-master block answers where BAR4
+    /// points and nowhere else, and a BAR pointed at claimed ports maps nothing.
+    #[test]
+    fn exits_follow_the_bus_master_bar() {
+        use virt::ExitHandler;
+
+        let l = layout();
+        let mem = GuestMemory::new(&memory_regions(&l, 256 << 10)).unwrap();
+        let hd = IdeAttachment {
+            disk: mem_disk(8),
+            optical: false,
+        };
+        let irqs = device_api::TestIrqTarget::new();
+        struct NoHalt;
+        impl device_api::HaltSink for NoHalt {
+            fn request_halt(&self, _: device_api::HaltRequest) {}
+        }
+        let mut pio = PioBus::new();
+        let pcat = build(
+            PcatParts {
+                memory: &mem,
+                layout: &l,
+                processors: 1,
+                ide: std::slice::from_ref(&hd),
+                ide_irqs: [irqs.line(14), irqs.line(15)],
+                acpi: &acpi::AcpiConfig::pc(1),
+                halt: Arc::new(NoHalt),
+            },
+            &mut pio,
+        )
+        .unwrap();
+        let exits = crate::exits::MachineExits::new(
+            pio,
+            device_api::MmioBus::new(),
+            None,
+            None,
+            crate::msr::MsrPolicy::new(false),
+        )
+        .with_bar_updates(Some(pcat.bar_updates.clone()));
+        let cfg_write = |reg: u32, v: u32| {
+            exits.pio_write(
+                0,
+                0xcf8,
+                &(0x8000_0000 | (1 << 11) | (1 << 8) | reg).to_le_bytes(),
+            );
+            exits.pio_write(0, 0xcfc, &v.to_le_bytes());
+        };
+        let bm_status = |base: u16| {
+            let mut b = [0u8];
+            exits.pio_read(0, base + 2, &mut b);
+            b[0]
+        };
+        assert_eq!(
+            bm_status(0xc000),
+            0xff,
+            "nothing there before the BAR is set"
+        );
+        cfg_write(0x20, 0xc000);
+        cfg_write(0x04, 0x5);
+        assert_ne!(bm_status(0xc000), 0xff, "bus master at BAR4");
+        cfg_write(0x20, 0xd000);
+        assert_eq!(bm_status(0xc000), 0xff, "old range released");
+        assert_ne!(bm_status(0xd000), 0xff, "moved");
+        // Onto fw_cfg's ports: refused (logged), fw_cfg keeps answering.
+        cfg_write(0x20, 0x510);
+        exits.pio_write(0, fw_cfg::PORT_SELECTOR, &0u16.to_le_bytes());
+        let mut q = [0u8];
+        exits.pio_read(0, fw_cfg::PORT_DATA, &mut q);
+        assert_eq!(q[0], b'Q');
+        // Moving away from the refused range releases nothing of fw_cfg's.
+        cfg_write(0x20, 0xe000);
+        assert_ne!(bm_status(0xe000), 0xff);
+        exits.pio_write(0, fw_cfg::PORT_SELECTOR, &0u16.to_le_bytes());
+        exits.pio_read(0, fw_cfg::PORT_DATA, &mut q);
+        assert_eq!(q[0], b'Q', "fw_cfg still mapped");
+        // I/O decoding off: unmapped.
+        cfg_write(0x04, 0x0);
+        assert_eq!(bm_status(0xe000), 0xff);
+    }
 }
