@@ -42,6 +42,7 @@ pub fn ci() -> Pipeline {
             Job::new("test", "unit and VM tests (default matrix)", 90)
                 .env("CARGO_TERM_COLOR", "always")
                 .env("AGAR_REQUIRE_QEMU_IMG", "1")
+                .env("AGAR_REQUIRE_CHROMIUM", "1")
                 .step(install_deps())
                 .step(setup())
                 .step(Step::new(

@@ -149,6 +149,9 @@ pub fn print_attachments(dir: &Path) {
     let mut files = Vec::new();
     collect_files(dir, &mut files);
     files.sort();
+    // libtest prints `test <name> ... ` before running the test: start on a line of our
+    // own, so every attachment line begins with `[[ATTACHMENT|`.
+    println!("\nagar: output folder {}", dir.display());
     for f in files {
         println!("[[ATTACHMENT|{}]]", f.display());
     }

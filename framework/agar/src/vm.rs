@@ -209,6 +209,21 @@ impl VmShared {
     }
 }
 
+/// The kernel command line every Linux guest of a `backend` cell starts from.
+///
+/// On QEMU, `no_timer_check`: under TCG the guest's early check that the PIT interrupt
+/// reaches the IO-APIC counts timer ticks against a delay loop run by the emulated CPU, and
+/// on a loaded host (other VMs, builds) the vCPU thread is descheduled long enough for the
+/// check to fail: `Kernel panic - not syncing: IO-APIC + timer doesn't work!` at 0.06 s,
+/// seen here on both kernels with three QEMU guests booting at once. KVM guests skip the
+/// check on their own (kvmclock); the option does the same for TCG.
+fn base_cmdline(backend: BackendKind) -> &'static str {
+    match backend {
+        BackendKind::Qemu => "console=ttyS0 agar.agent=/dev/ttyS1 no_timer_check",
+        BackendKind::AgarVmm => "console=ttyS0 agar.agent=/dev/ttyS1",
+    }
+}
+
 /// A BIOS boot disk the framework assembles when the VM starts (kernel, initramfs with the
 /// agent appended, command line), through the artifacts crate's media cache.
 #[derive(Debug, Clone)]
@@ -242,6 +257,7 @@ impl VmBuilder {
                     message: "not resolved for this test".into(),
                 })
         };
+        let base_cmdline = base_cmdline(cell.backend);
         let mut boot = match cell.firmware {
             Firmware::LinuxDirect => {
                 let (k, i) = cell.os.kernel_initrd().ok_or_else(|| {
@@ -253,7 +269,7 @@ impl VmBuilder {
                 Boot::LinuxDirect {
                     kernel: art(k)?,
                     initrd: Some(art(i)?),
-                    cmdline: "console=ttyS0 agar.agent=/dev/ttyS1".into(),
+                    cmdline: base_cmdline.into(),
                 }
             }
             Firmware::Pcat => Boot::Pcat {
@@ -288,7 +304,7 @@ impl VmBuilder {
                 Some(BootMedium {
                     kernel: art(k)?,
                     initrd: art(i)?,
-                    cmdline: format!("console=ttyS0 agar.agent=/dev/ttyS1 agar.modules={modules}"),
+                    cmdline: format!("{base_cmdline} agar.modules={modules}"),
                     bus,
                 })
             }

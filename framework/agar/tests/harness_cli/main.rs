@@ -47,9 +47,18 @@ async fn openhcl_guest(_vm: VmBuilder) -> anyhow::Result<()> {
 const UNDER_TEST: &str = "AGAR_HARNESS_UNDER_TEST";
 
 fn harness(args: &[&str], stdin: Option<&str>) -> Result<String, Failed> {
+    harness_env(args, stdin, &[])
+}
+
+fn harness_env(
+    args: &[&str],
+    stdin: Option<&str>,
+    env: &[(&str, &std::path::Path)],
+) -> Result<String, Failed> {
     let mut child = Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
         .args(args)
         .env(UNDER_TEST, "1")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -119,6 +128,107 @@ fn lists_every_cell_in_libtest_format() -> Result<(), Failed> {
             ],
         format!("--list --ignored printed:\n{ignored}"),
     )
+}
+
+fn terse(args: &[&str]) -> Result<Vec<String>, Failed> {
+    let mut a = vec!["--list", "--format", "terse"];
+    a.extend_from_slice(args);
+    Ok(harness(&a, None)?
+        .lines()
+        .map(|l| l.trim_end_matches(": test").to_string())
+        .collect())
+}
+
+/// The selection flags nextest and cargo pass, as libtest applies them.
+fn selection_flags_select_like_libtest() -> Result<(), Failed> {
+    let all = terse(&[])?;
+    check(
+        terse(&["--include-ignored"])? == all,
+        "--include-ignored lists everything",
+    )?;
+    check(
+        terse(&["k612"])?
+            == [
+                "qemu_linux_direct_debian12_k612::boots",
+                "qemu_linux_direct_debian12_k612::needs_firmware",
+            ],
+        "a substring filter",
+    )?;
+    check(
+        terse(&["k612", "--ignored"])? == ["qemu_linux_direct_debian12_k612::needs_firmware"],
+        "a filter and --ignored",
+    )?;
+    check(
+        terse(&["--exact", "qemu_linux_direct_debian12_k61::boots"])?
+            == ["qemu_linux_direct_debian12_k61::boots"],
+        "--exact",
+    )?;
+    check(
+        terse(&["--exact", "boots"])?.is_empty(),
+        "--exact does not match a part of a name",
+    )?;
+    let skipped = terse(&["--skip", "qemu_", "--skip", "openhcl"])?;
+    check(
+        skipped == ["agarvmm_linux_direct_debian12_k61::boots"],
+        format!("--skip: {skipped:?}"),
+    )
+}
+
+/// Runs tests the way nextest does (`--exact <name> --nocapture`, plus `--ignored` for
+/// `--run-ignored`), with stand-in artifact files: the bodies only return `Ok`.
+fn runs_one_test_by_exact_name() -> Result<(), Failed> {
+    let base = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("harness-cli-run");
+    let _ = std::fs::remove_dir_all(&base);
+    let arts = base.join("artifacts");
+    let out = base.join("out");
+    std::fs::create_dir_all(&arts).map_err(|e| e.to_string())?;
+    for a in ["debian12_k61_kernel", "debian12_k61_initrd", "ovmf_fd"] {
+        std::fs::write(arts.join(a), a).map_err(|e| e.to_string())?;
+    }
+    let env = [
+        ("AGAR_ARTIFACTS_DIR", arts.as_path()),
+        ("AGAR_TEST_OUTPUT", out.as_path()),
+    ];
+    let name = "qemu_linux_direct_debian12_k61::boots";
+    let stdout = harness_env(&["--exact", name, "--nocapture"], None, &env)?;
+    check(
+        stdout.contains(&format!("test {name} ... "))
+            && stdout.contains("1 passed; 0 failed; 0 ignored; 0 measured; 7 filtered out"),
+        format!("--exact run printed:\n{stdout}"),
+    )?;
+    let dir = out.join(agar::output::test_dir_name(name));
+    check(dir.join("agar.passed").is_file(), "agar.passed written")?;
+    let attached: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("[[ATTACHMENT|")?.strip_suffix("]]"))
+        .collect();
+    check(
+        attached.contains(&dir.join("agar.jsonl").to_str().unwrap_or_default())
+            && attached.contains(&dir.join("agar.passed").to_str().unwrap_or_default()),
+        format!("attachment lines: {attached:?}"),
+    )?;
+
+    // An ignored cell is reported ignored, and runs with --ignored (nextest
+    // --run-ignored only) or --include-ignored.
+    let uefi = "qemu_uefi_ide_debian12::uefi_guest";
+    let stdout = harness_env(&["--exact", uefi], None, &env)?;
+    check(
+        stdout.contains(&format!("test {uefi} ... ignored"))
+            && stdout.contains("0 passed; 0 failed; 1 ignored"),
+        format!("ignored cell printed:\n{stdout}"),
+    )?;
+    check(
+        !out.join(agar::output::test_dir_name(uefi)).exists(),
+        "an ignored test leaves no output folder",
+    )?;
+    for flag in ["--ignored", "--include-ignored"] {
+        let stdout = harness_env(&["--exact", uefi, flag], None, &env)?;
+        check(
+            stdout.contains("1 passed; 0 failed; 0 ignored"),
+            format!("{flag} run printed:\n{stdout}"),
+        )?;
+    }
+    Ok(())
 }
 
 fn matrix_json_gives_the_reasons() -> Result<(), Failed> {
@@ -250,6 +360,11 @@ fn main() {
             "lists_every_cell_in_libtest_format",
             lists_every_cell_in_libtest_format,
         ),
+        Trial::test(
+            "selection_flags_select_like_libtest",
+            selection_flags_select_like_libtest,
+        ),
+        Trial::test("runs_one_test_by_exact_name", runs_one_test_by_exact_name),
         Trial::test(
             "matrix_json_gives_the_reasons",
             matrix_json_gives_the_reasons,

@@ -10,13 +10,8 @@ use agar::vm_test;
 /// header) through the agent, powers off and checks the halt reason.
 #[vm_test(
     linux_direct(debian12_k61),
-    pcat(ide(debian12)),
-    agarvmm_linux_direct(debian12_k612),
-    unstable(
-        reason = "Linux 6.12 double-faults in about one boot in four under QEMU 7.2 TCG (any -cpu \
-                  model, nokaslr, mitigations=off); 6.1 does not. nextest retries it (.config/nextest.toml)",
-        qemu_linux_direct(debian12_k612)
-    )
+    linux_direct(debian12_k612),
+    pcat(ide(debian12))
 )]
 async fn boot_agent_poweroff(vm: VmBuilder) -> anyhow::Result<()> {
     let release = vm.kernel_release()?;

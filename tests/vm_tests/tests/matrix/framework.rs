@@ -265,3 +265,185 @@ async fn framework_leaves_no_vmm_when_the_test_process_is_killed(
     );
     Ok(())
 }
+
+/// A BIOS guest that boots, answers and powers off: every file of its output folder is
+/// checked by the parent.
+#[vm_test(fixture, qemu_pcat(ide(debian12)))]
+async fn fixture_pcat_boots_and_powers_off(vm: VmBuilder) -> anyhow::Result<()> {
+    let mut vm = vm.run().await?;
+    let agent = vm.agent().await?;
+    agent.run("echo to the console > /dev/ttyS0").await?;
+    assert_eq!(vm.power_off().await?, HaltReason::PowerOff);
+    Ok(())
+}
+
+/// The attachment lines a test printed: the paths, in order.
+fn attachments(stdout: &str) -> Vec<PathBuf> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("[[ATTACHMENT|"))
+        .filter_map(|l| l.strip_suffix("]]"))
+        .map(PathBuf::from)
+        .collect()
+}
+
+#[vm_test(qemu_pcat(ide(debian12)))]
+async fn framework_leaves_every_log_in_the_output_folder(vm: VmBuilder) -> anyhow::Result<()> {
+    let name = "qemu_pcat_ide_debian12::fixture_pcat_boots_and_powers_off";
+    let run = run_fixture(&vm, name, Duration::from_secs(240))?;
+    assert_eq!(run.exit_code, Some(0), "the fixture must pass");
+    let read = |f: &str| -> String {
+        std::fs::read_to_string(run.dir.join(f))
+            .unwrap_or_else(|e| panic!("{f} in {}: {e}", run.dir.display()))
+    };
+
+    assert_eq!(read("agar.test").trim(), name);
+    // The console, and what the agent wrote to it.
+    let com1 = read("com1.log");
+    assert!(com1.contains("Linux version"), "{com1}");
+    assert!(com1.contains("agar-init: ready"));
+    assert!(com1.contains("to the console"));
+    // The agent transcript on COM2: the handshake, the command, the power off.
+    let com2 = read("com2.log");
+    assert!(com2.contains("hello: agar-agent"), "{com2}");
+    assert!(
+        com2.contains("exec `echo to the console > /dev/ttyS0`"),
+        "{com2}"
+    );
+    assert!(com2.contains("power off"), "{com2}");
+    // COM3 and COM4 are captured, and quiet.
+    assert_eq!(read("com3.log"), "");
+    assert_eq!(read("com4.log"), "");
+    // SeaBIOS's debug port 0x402.
+    let firmware = read("firmware.log");
+    assert!(firmware.starts_with("SeaBIOS (version"), "{firmware}");
+    assert!(firmware.contains("Booting from Hard Disk"), "{firmware}");
+    // The VMM: its command line (reproducible by hand), pid, output files.
+    let cmdline = read("vmm.cmdline");
+    assert!(cmdline.contains("qemu-system-x86_64 -M pc"), "{cmdline}");
+    assert!(cmdline.contains("-device isa-debugcon,iobase=0x402,chardev=fwlog"));
+    let pid: u32 = read("vmm.pid").trim().parse()?;
+    assert!(!process_alive(pid), "VMM {pid} outlived its test");
+    read("vmm.stdout.log");
+    read("vmm.stderr.log");
+    // The framework log: JSON lines, from start to finish, with the command line.
+    let jsonl = read("agar.jsonl");
+    let messages: Vec<String> = jsonl
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+            v["fields"]["message"].as_str().unwrap_or("").to_string()
+        })
+        .collect();
+    for m in [
+        "test started",
+        "boot disk ready",
+        "agent connected",
+        "test finished",
+    ] {
+        assert!(messages.iter().any(|x| x == m), "no `{m}` in {messages:?}");
+    }
+    assert!(
+        messages
+            .iter()
+            .any(|x| x.contains("reproduce by hand with this command line"))
+    );
+    // The result: marker and record.
+    assert_eq!(run.marker("agar.passed").as_deref(), Some(""));
+    assert!(run.marker("agar.failed").is_none());
+    let result: serde_json::Value = serde_json::from_str(&read("agar.result.json"))?;
+    assert_eq!(result["status"], "passed");
+    assert_eq!(result["cell"], "qemu_pcat_ide_debian12");
+    assert!(
+        result["timings"]["spawn_to_first_output_ms"]
+            .as_u64()
+            .is_some()
+    );
+    assert!(result["timings"]["teardown_ms"].as_u64().is_some());
+
+    // Every file is announced as an attachment, exactly once, by absolute path.
+    let mut listed = attachments(&run.stdout);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&run.dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    listed.sort();
+    files.sort();
+    assert_eq!(listed, files);
+    for f in [
+        "agar.test",
+        "agar.jsonl",
+        "agar.passed",
+        "agar.result.json",
+        "com1.log",
+        "com2.log",
+        "com3.log",
+        "com4.log",
+        "firmware.log",
+        "vmm.cmdline",
+        "vmm.pid",
+        "vmm.stdout.log",
+        "vmm.stderr.log",
+    ] {
+        assert!(listed.contains(&run.dir.join(f)), "{f} not attached");
+    }
+    Ok(())
+}
+
+/// Starts a VM through a "VMM" that leaves a helper process in its process group (a shell
+/// wrapper: `sleep &` then `exec qemu`), and leaks the `Vm` handle, so nothing kills the
+/// group before the harness's after-test check.
+#[vm_test(fixture, qemu_linux_direct(debian12_k61))]
+async fn fixture_leaks_a_vmm_helper(vm: VmBuilder) -> anyhow::Result<()> {
+    let vm = vm.run().await?;
+    std::mem::forget(vm);
+    Ok(())
+}
+
+#[vm_test(qemu_linux_direct(debian12_k61))]
+async fn framework_kills_and_reports_leftover_vmm_processes(vm: VmBuilder) -> anyhow::Result<()> {
+    let name = "qemu_linux_direct_debian12_k61::fixture_leaks_a_vmm_helper";
+    let wrapper = vm.output_dir().join("qemu-with-helper");
+    let qemu = std::env::var("AGAR_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into());
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nsleep 600 &\nexec {qemu} \"$@\"\n"),
+    )?;
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
+    let (mut cmd, dir) = fixture_command(&vm, name);
+    cmd.env("AGAR_QEMU", &wrapper);
+    let start = Instant::now();
+    let out = cmd.output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("--- fixture {name} stdout ---\n{stdout}--- end ---");
+    assert!(start.elapsed() < Duration::from_secs(120));
+    assert_eq!(out.status.code(), Some(1), "the fixture must fail");
+    let vmm = read_pid(&dir).expect("vmm.pid");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("left VMM processes behind: "))
+        .unwrap_or_else(|| panic!("no leftover report in:\n{stdout}"));
+    // `left VMM processes behind: <wrapper> (pid N): pids [M]`: the helper, not the VMM.
+    assert!(line.contains(&format!("(pid {vmm}): pids [")), "{line}");
+    let pids: Vec<u32> = line
+        .rsplit_once('[')
+        .and_then(|(_, r)| r.strip_suffix(']'))
+        .map(|r| r.split(", ").filter_map(|p| p.parse().ok()).collect())
+        .unwrap_or_default();
+    assert_eq!(pids.len(), 1, "{line}");
+    assert_ne!(pids[0], vmm);
+    // The harness killed what it found.
+    assert!(!process_alive(pids[0]), "helper {} still alive", pids[0]);
+    assert!(!process_alive(vmm));
+    assert!(
+        run_marker(&dir, "agar.failed").is_some_and(|m| m.contains("left VMM processes behind"))
+    );
+    Ok(())
+}
+
+fn run_marker(dir: &Path, name: &str) -> Option<String> {
+    std::fs::read_to_string(dir.join(name)).ok()
+}

@@ -2,6 +2,10 @@
 //! booted directly: the guest must detect Hyper-V, load hv_vmbus and hv_storvsc, see each
 //! disk with its size, read what the host put there, and write data that reads back (and,
 //! for a plain file, lands in the host file), while memdiff bases stay untouched.
+//!
+//! Disks are found by SCSI address (LUN n is the n-th `--disk`), not by `sdX` name: the
+//! kernel probes LUNs asynchronously, and 6.12 names them in whatever order probing ends.
+//! Each disk carries its own host pattern, so a LUN mapped to the wrong file fails.
 
 use std::path::Path;
 use std::path::PathBuf;
@@ -17,15 +21,15 @@ use anyhow::Context;
 use anyhow::ensure;
 
 const DISK_BYTES: u64 = 64 << 20;
-/// The pattern the host writes at the start of each base image.
+/// The pattern the host writes at the start of each image.
 const HEAD_BYTES: usize = 64 << 10;
 /// Where (and how much) the guest writes.
 const WRITE_OFFSET: u64 = 1 << 20;
 const WRITE_BYTES: usize = 256 << 10;
 
-fn host_pattern() -> Vec<u8> {
+fn host_pattern(disk: usize) -> Vec<u8> {
     (0..HEAD_BYTES as u32)
-        .map(|i| (i.wrapping_mul(31) ^ (i >> 9)) as u8)
+        .map(|i| (i.wrapping_mul(31) ^ (i >> 9)) as u8 ^ (disk as u8 * 0x5a))
         .collect()
 }
 
@@ -35,9 +39,9 @@ fn guest_pattern(disk: usize) -> Vec<u8> {
         .collect()
 }
 
-/// A raw image of `DISK_BYTES` with [`host_pattern`] at offset 0.
-fn make_raw(path: &Path) -> anyhow::Result<()> {
-    let mut data = host_pattern();
+/// A raw image of `DISK_BYTES` with [`host_pattern`] of `disk` at offset 0.
+fn make_raw(path: &Path, disk: usize) -> anyhow::Result<()> {
+    let mut data = host_pattern(disk);
     data.resize(DISK_BYTES as usize, 0);
     std::fs::write(path, data).with_context(|| path.display().to_string())
 }
@@ -77,14 +81,17 @@ fn vmbus_disk(spec: DiskSpec) -> DiskConfig {
 )]
 async fn vmbus_storvsp_disks(vm: VmBuilder) -> anyhow::Result<()> {
     let dir: PathBuf = vm.output_dir().to_path_buf();
-    // sda: a plain raw file (guest writes reach it); sdb, sdc: raw and VHDX bases under a
-    // RAM layer (guest writes must not).
+    // LUN 0: a plain raw file (guest writes reach it); LUNs 1, 2: raw and VHDX bases under
+    // a RAM layer (guest writes must not).
     let plain = dir.join("plain.raw");
     let base_raw = dir.join("base.raw");
+    let vhdx_src = dir.join("vhdx-source.raw");
     let base_vhdx = dir.join("base.vhdx");
-    make_raw(&plain)?;
-    make_raw(&base_raw)?;
-    qemu_img_convert(&base_raw, &base_vhdx)?;
+    make_raw(&plain, 0)?;
+    make_raw(&base_raw, 1)?;
+    make_raw(&vhdx_src, 2)?;
+    qemu_img_convert(&vhdx_src, &base_vhdx)?;
+    std::fs::remove_file(&vhdx_src)?;
     let before_raw = std::fs::read(&base_raw)?;
     let before_vhdx = std::fs::read(&base_vhdx)?;
 
@@ -110,7 +117,16 @@ async fn vmbus_storvsp_disks(vm: VmBuilder) -> anyhow::Result<()> {
     ] {
         ensure!(dmesg.contains(line), "dmesg lacks {line:?}");
     }
-    for (i, name) in ["sda", "sdb", "sdc"].into_iter().enumerate() {
+    for i in 0..3 {
+        let name = agent
+            .run(&format!("ls /sys/bus/scsi/devices/*:0:0:{i}/block"))
+            .await?
+            .trim()
+            .to_string();
+        ensure!(
+            name.starts_with("sd") && !name.contains(char::is_whitespace),
+            "LUN {i}: block device {name:?}"
+        );
         let sectors: u64 = agent
             .run(&format!("cat /sys/block/{name}/size"))
             .await?
@@ -124,7 +140,7 @@ async fn vmbus_storvsp_disks(vm: VmBuilder) -> anyhow::Result<()> {
             ))
             .await?;
         ensure!(
-            agent.read_file("/tmp/head").await? == host_pattern(),
+            agent.read_file("/tmp/head").await? == host_pattern(i),
             "{name}: the guest does not read the host's data"
         );
         let pattern = guest_pattern(i);
@@ -150,7 +166,7 @@ async fn vmbus_storvsp_disks(vm: VmBuilder) -> anyhow::Result<()> {
         plain_bytes[at..at + WRITE_BYTES] == guest_pattern(0)[..],
         "the guest's write did not reach the raw file"
     );
-    ensure!(plain_bytes[..HEAD_BYTES] == host_pattern()[..]);
+    ensure!(plain_bytes[..HEAD_BYTES] == host_pattern(0)[..]);
     ensure!(
         std::fs::read(&base_raw)? == before_raw,
         "memdiff changed the raw base"

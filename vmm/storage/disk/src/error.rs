@@ -95,30 +95,17 @@ impl DiskError {
     }
 }
 
-impl From<vhd::Error> for DiskError {
-    fn from(e: vhd::Error) -> Self {
+impl<F: image_file::ImageFormat> From<image_file::Error<F>> for DiskError {
+    fn from(e: image_file::Error<F>) -> Self {
+        use image_file::ErrorKind;
         let kind = match e.kind() {
-            vhd::ErrorKind::Io => DiskErrorKind::Io,
-            vhd::ErrorKind::Corrupt | vhd::ErrorKind::Parent => DiskErrorKind::Corrupt,
-            vhd::ErrorKind::Unsupported => DiskErrorKind::Unsupported,
-            vhd::ErrorKind::ReadOnly => DiskErrorKind::ReadOnly,
-            vhd::ErrorKind::OutOfRange => DiskErrorKind::OutOfRange,
-            vhd::ErrorKind::InvalidArgument => DiskErrorKind::InvalidArgument,
+            ErrorKind::Io => DiskErrorKind::Io,
+            ErrorKind::Corrupt | ErrorKind::Parent => DiskErrorKind::Corrupt,
+            ErrorKind::Unsupported => DiskErrorKind::Unsupported,
+            ErrorKind::ReadOnly => DiskErrorKind::ReadOnly,
+            ErrorKind::OutOfRange => DiskErrorKind::OutOfRange,
+            ErrorKind::InvalidArgument => DiskErrorKind::InvalidArgument,
         };
-        Self::with_source(kind, "VHD", e)
-    }
-}
-
-impl From<vhdx::Error> for DiskError {
-    fn from(e: vhdx::Error) -> Self {
-        let kind = match e.kind() {
-            vhdx::ErrorKind::Io => DiskErrorKind::Io,
-            vhdx::ErrorKind::Corrupt | vhdx::ErrorKind::Parent => DiskErrorKind::Corrupt,
-            vhdx::ErrorKind::Unsupported => DiskErrorKind::Unsupported,
-            vhdx::ErrorKind::ReadOnly => DiskErrorKind::ReadOnly,
-            vhdx::ErrorKind::OutOfRange => DiskErrorKind::OutOfRange,
-            vhdx::ErrorKind::InvalidArgument => DiskErrorKind::InvalidArgument,
-        };
-        Self::with_source(kind, "VHDX", e)
+        Self::with_source(kind, F::NAME, e)
     }
 }

@@ -13,6 +13,12 @@
 //! Short reads are errors (`UnexpectedEof`): a format that needs to read past the end of its
 //! file is looking at a truncated or corrupt image, and the caller reports it as such.
 
+mod error;
+
+pub use error::Error;
+pub use error::ErrorKind;
+pub use error::ImageFormat;
+
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;

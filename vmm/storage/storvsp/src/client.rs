@@ -79,6 +79,13 @@ impl GuestChannel {
         Ok(Some((p, signal)))
     }
 
+    /// After [`send`](Self::send) found the ring full: asks the host to signal once a packet
+    /// of `packet_len` bytes fits. Returns whether it fits already (then nothing is asked).
+    pub fn request_space(&self, packet_len: usize) -> Result<bool, RingError> {
+        let len = u32::try_from(packet_len).map_err(|_| RingError::BadPacket("packet size"))?;
+        self.out.request_space(len)
+    }
+
     /// Masks (while polling) or unmasks host signals.
     pub fn set_interrupt_mask(&self, masked: bool) {
         self.inc.set_interrupt_mask(masked);

@@ -553,6 +553,58 @@ fn the_guest_is_signalled_only_when_its_ring_goes_non_empty_and_unmasked() {
 }
 
 #[test]
+fn a_guest_blocked_on_a_full_request_ring_is_signalled_once_room_is_made() {
+    // One page of request ring, plenty of reply ring.
+    let mut h = harness_with(2, 32);
+    h.init();
+    // Replies arrive while the guest polls, so every signal counted below is about space.
+    h.guest.set_interrupt_mask(true);
+    let tur = SrbRequest::new(
+        0,
+        &[op::TEST_UNIT_READY, 0, 0, 0, 0, 0],
+        data_in::UNKNOWN,
+        0,
+    );
+    let fill = |h: &mut Harness, first: u64| {
+        let mut tid = first;
+        while h
+            .guest
+            .send(&tur.vmbus_packet(tid, None))
+            .unwrap()
+            .is_some()
+        {
+            tid += 1;
+        }
+        tid - first
+    };
+
+    // Full ring, no request for space: draining it does not signal.
+    let before = h.signals.0.load(Ordering::SeqCst);
+    let sent = fill(&mut h, 0);
+    assert!(sent > 10, "{sent} packets fit in a page");
+    assert_eq!(h.channel.process().unwrap(), Progress::Idle);
+    assert_eq!(h.signals.0.load(Ordering::SeqCst), before);
+    assert_eq!(h.recv_all().len() as u64, sent);
+
+    // Full again; the guest asks for room for one more packet: one signal when it drains.
+    let sent = fill(&mut h, 1000);
+    let len = tur.vmbus_packet(0, None).len();
+    assert!(
+        !h.guest.request_space(len).unwrap(),
+        "the ring is still full"
+    );
+    assert_eq!(h.channel.process().unwrap(), Progress::Idle);
+    assert_eq!(h.signals.0.load(Ordering::SeqCst), before + 1);
+    assert_eq!(h.recv_all().len() as u64, sent);
+    assert!(
+        h.guest
+            .send(&tur.vmbus_packet(5000, None))
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[test]
 fn hot_added_luns_trigger_an_enumerate_bus_packet() {
     let mut h = harness();
     h.init();
