@@ -87,7 +87,10 @@ pub fn backend_support(cell: &Cell) -> Support {
             }
             match (cell.firmware, cell.storage) {
                 (Firmware::LinuxDirect, _) => Yes,
-                (Firmware::Pcat, _) => NotYet("agar-vmm does not boot PCAT firmware yet"),
+                (Firmware::Pcat, Some(Storage::Vmbus)) => {
+                    NotYet("agar-vmm boots PCAT guests from IDE only (no VMBus beside SeaBIOS yet)")
+                }
+                (Firmware::Pcat, _) => Yes,
                 (Firmware::Uefi, Some(Storage::Ide)) => {
                     Never("agar-vmm attaches IDE only to PCAT guests (--ide requires --pcat)")
                 }

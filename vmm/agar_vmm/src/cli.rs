@@ -226,19 +226,16 @@ pub fn unsupported(config: &VmConfig) -> Option<String> {
             return Some("--disk ...,dvd is not supported yet".into());
         }
     }
+    if !matches!(config.boot, Boot::Pcat { .. })
+        && config.disks.iter().any(|d| d.bus == DiskBus::Ide)
+    {
+        return Some("--ide requires --pcat".into());
+    }
     let flag = match &config.boot {
-        Boot::Pcat { .. } => Some("--pcat"),
         Boot::Uefi { .. } => Some("--uefi"),
         Boot::Igvm { .. } => Some("--igvm"),
-        Boot::LinuxDirect { .. } => None,
+        Boot::Pcat { .. } | Boot::LinuxDirect { .. } => None,
     }
-    .or_else(|| {
-        config
-            .disks
-            .iter()
-            .any(|d| d.bus == DiskBus::Ide)
-            .then_some("--ide")
-    })
     .or(config.vtl2.then_some("--vtl2"))
     .or(config.gfx.then_some("--gfx"))
     .or(config.nic.then_some("--nic"))?;
@@ -378,10 +375,8 @@ mod tests {
     #[test]
     fn unlanded_features_are_refused_by_name() {
         for (line, flag) in [
-            ("--pcat", "--pcat"),
             ("--uefi --uefi-firmware x.fd", "--uefi"),
             ("--igvm x.bin", "--igvm"),
-            ("--kernel k --ide file:x.vhd", "--ide"),
             ("--kernel k --vtl2", "--vtl2"),
             ("--kernel k --gfx", "--gfx"),
             ("--kernel k --nic", "--nic"),
@@ -393,6 +388,21 @@ mod tests {
                 "{line}"
             );
         }
+    }
+
+    #[test]
+    fn pcat_takes_ide_disks_and_cds() {
+        let p = parse_str("--pcat --ide memdiff:file:x.vhd --ide file:y.iso,dvd").unwrap();
+        assert_eq!(unsupported(&p.config), None);
+        assert_eq!(p.config.disks.len(), 2);
+        assert!(p.config.disks[1].dvd);
+        let p = parse_str("--pcat --pcat-firmware bios.bin").unwrap();
+        assert_eq!(unsupported(&p.config), None);
+        let p = parse_str("--kernel k --ide file:x.vhd").unwrap();
+        assert_eq!(
+            unsupported(&p.config).as_deref(),
+            Some("--ide requires --pcat")
+        );
     }
 
     #[test]

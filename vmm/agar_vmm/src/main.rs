@@ -73,15 +73,20 @@ fn run(config: &VmConfig, no_kvm_check: bool, started: std::time::Instant) -> Re
     if let Some(msg) = cli::unsupported(config) {
         return Err(config_error(anyhow::anyhow!(msg)));
     }
-    let Boot::LinuxDirect {
-        kernel,
-        initrd,
-        cmdline,
-    } = &config.boot
-    else {
-        return Err(config_error(anyhow::anyhow!(
-            "only --kernel boots are supported"
-        )));
+    let (kernel, initrd, cmdline) = match &config.boot {
+        Boot::LinuxDirect {
+            kernel,
+            initrd,
+            cmdline,
+        } => (kernel, initrd, cmdline),
+        Boot::Pcat { firmware } => {
+            return run_pcat(config, firmware.as_deref(), no_kvm_check, started);
+        }
+        _ => {
+            return Err(config_error(anyhow::anyhow!(
+                "only --kernel and --pcat boots are supported"
+            )));
+        }
     };
     let layout = vmm_core::layout::MemoryLayout::new(config.memory.0)
         .context("-m")
@@ -117,11 +122,7 @@ fn run(config: &VmConfig, no_kvm_check: bool, started: std::time::Instant) -> Re
         .map_err(|e| other_error(e.into()))?;
     tracing::info!("hypervisor: {}", selected.why);
 
-    let mut machine_config = MachineConfig::new(config.processors, config.memory.0);
-    machine_config.serial = config.serial.clone();
-    machine_config.firmware_log = config.firmware_log.clone();
-    machine_config.hv = config.hv;
-    machine_config.disks = config.disks.clone();
+    let machine_config = machine_config(config);
     let mut machine = Machine::new(&machine_config, &*selected.hypervisor)
         .context("building the machine")
         .map_err(other_error)?;
@@ -132,6 +133,64 @@ fn run(config: &VmConfig, no_kvm_check: bool, started: std::time::Instant) -> Re
         .map_err(other_error)?;
     drop(plan);
 
+    start(config, machine, started)
+}
+
+/// The machine description shared by every boot path.
+fn machine_config(config: &VmConfig) -> MachineConfig {
+    let mut machine_config = MachineConfig::new(config.processors, config.memory.0);
+    machine_config.serial = config.serial.clone();
+    machine_config.firmware_log = config.firmware_log.clone();
+    machine_config.hv = config.hv;
+    machine_config.disks = config.disks.clone();
+    machine_config
+}
+
+/// Where `--pcat` finds its firmware without `--pcat-firmware`: Debian's `seabios` package
+/// (the file the `seabios_bios` artifact is taken from).
+pub const DEFAULT_PCAT_FIRMWARE: &str = "/usr/share/seabios/bios-256k.bin";
+
+/// `--pcat`: the BIOS starts at the reset vector and boots from the IDE devices.
+fn run_pcat(
+    config: &VmConfig,
+    firmware: Option<&std::path::Path>,
+    no_kvm_check: bool,
+    started: std::time::Instant,
+) -> Result<u8, Failure> {
+    vmm_core::layout::MemoryLayout::new(config.memory.0)
+        .context("-m")
+        .map_err(config_error)?;
+    let path = firmware.unwrap_or(std::path::Path::new(DEFAULT_PCAT_FIRMWARE));
+    let image = std::fs::read(path)
+        .with_context(|| {
+            if firmware.is_some() {
+                format!("cannot read --pcat-firmware {}", path.display())
+            } else {
+                format!(
+                    "cannot read the default PC/AT firmware {} (install Debian's seabios \
+                     package or give --pcat-firmware PATH)",
+                    path.display()
+                )
+            }
+        })
+        .map_err(config_error)?;
+    vmm_core::pcat::check_firmware(&image)
+        .with_context(|| path.display().to_string())
+        .map_err(config_error)?;
+
+    // The firmware alone needs no user mode; the OS it boots does.
+    let selected = vmm_core::backend::select(config.hypervisor, !no_kvm_check)
+        .map_err(|e| other_error(e.into()))?;
+    tracing::info!("hypervisor: {}", selected.why);
+    let mut machine_config = machine_config(config);
+    machine_config.pcat = Some(vmm_core::pcat::FirmwareImage(image.into()));
+    let machine = Machine::new(&machine_config, &*selected.hypervisor)
+        .context("building the machine")
+        .map_err(other_error)?;
+    start(config, machine, started)
+}
+
+fn start(config: &VmConfig, machine: Machine, started: std::time::Instant) -> Result<u8, Failure> {
     tracing::info!(
         "starting {} vCPU(s) on {} after {:.1} ms",
         config.processors,

@@ -74,12 +74,16 @@ fn bad_command_lines_exit_2_with_one_line() {
         (vec!["--kernel", k, "--frobnicate"], "--frobnicate"),
         (vec!["--uefi"], "--uefi is not supported yet"),
         (
-            vec!["--pcat", "--pcat-firmware", "bios.bin"],
-            "--pcat is not supported yet",
+            vec!["--pcat", "--pcat-firmware", "/nonexistent/bios.bin"],
+            "cannot read --pcat-firmware",
+        ),
+        (
+            vec!["--pcat", "--pcat-firmware", "/etc/hostname"],
+            "firmware image is",
         ),
         (
             vec!["--kernel", k, "--ide", "file:x.vhd"],
-            "--ide is not supported yet",
+            "--ide requires --pcat",
         ),
         (vec!["--kernel", k, "--disk", "mem:1G"], "--disk needs --hv"),
         (vec!["--kernel", k, "--gfx"], "--gfx is not supported yet"),

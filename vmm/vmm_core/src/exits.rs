@@ -6,6 +6,9 @@ use chipset_legacy::pic::DualPic;
 use device_api::MmioBus;
 use device_api::PioBus;
 use device_api::Shared;
+use parking_lot::RwLock;
+use pci_core::bus::BarUpdate;
+use pci_core::bus::BarUpdates;
 use virt::ExitHandler;
 use virt::HypercallInput;
 
@@ -18,8 +21,12 @@ pub const HV_STATUS_INVALID_HYPERCALL_CODE: u64 = 2;
 
 /// Dispatches processor exits to the machine's buses and devices.
 pub struct MachineExits {
-    pio: PioBus,
-    mmio: MmioBus,
+    pio: RwLock<PioBus>,
+    mmio: RwLock<MmioBus>,
+    bar_updates: Option<BarUpdates>,
+    /// First port / address of each BAR range this handler mapped (an unmap for a range whose
+    /// mapping was refused must not release another device's range).
+    bar_ranges: parking_lot::Mutex<(Vec<u16>, Vec<u64>)>,
     pic: Option<Shared<DualPic>>,
     ioapic: Option<Shared<IoApic>>,
     msrs: MsrPolicy,
@@ -36,8 +43,10 @@ impl MachineExits {
         msrs: MsrPolicy,
     ) -> Self {
         Self {
-            pio,
-            mmio,
+            pio: RwLock::new(pio),
+            mmio: RwLock::new(mmio),
+            bar_updates: None,
+            bar_ranges: parking_lot::Mutex::new((Vec::new(), Vec::new())),
             pic,
             ioapic,
             msrs,
@@ -50,23 +59,86 @@ impl MachineExits {
         self.hyperv = hyperv;
         self
     }
+
+    /// Applies PCI BAR changes from `updates` to the buses after port writes (the PCI
+    /// configuration data port is where BARs and command bits change).
+    pub fn with_bar_updates(mut self, updates: Option<BarUpdates>) -> Self {
+        self.bar_updates = updates;
+        self
+    }
+
+    fn apply_bar_updates(&self, updates: &BarUpdates) {
+        let mut mapped = self.bar_ranges.lock();
+        let (io, mem) = &mut *mapped;
+        for u in updates.take() {
+            tracing::debug!(?u, "PCI BAR update");
+            let r = match u {
+                BarUpdate::MapIo {
+                    name,
+                    ports,
+                    device,
+                } => {
+                    let first = *ports.start();
+                    self.pio
+                        .write()
+                        .register(&name, ports, device)
+                        .map(|()| io.push(first))
+                }
+                BarUpdate::UnmapIo { first } => {
+                    if let Some(i) = io.iter().position(|&p| p == first) {
+                        io.swap_remove(i);
+                        self.pio.write().unregister(first);
+                    }
+                    Ok(())
+                }
+                BarUpdate::MapMmio {
+                    name,
+                    range,
+                    device,
+                } => {
+                    let start = *range.start();
+                    self.mmio
+                        .write()
+                        .register(&name, range, device)
+                        .map(|()| mem.push(start))
+                }
+                BarUpdate::UnmapMmio { start } => {
+                    if let Some(i) = mem.iter().position(|&a| a == start) {
+                        mem.swap_remove(i);
+                        self.mmio.write().unregister(start);
+                    }
+                    Ok(())
+                }
+            };
+            // The guest chose the address: a clash is its mistake, not the machine's. The
+            // BAR then decodes nothing, as on hardware where the older decoder wins.
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "PCI BAR not mapped");
+            }
+        }
+    }
 }
 
 impl ExitHandler for MachineExits {
     fn pio_read(&self, _vp: u32, port: u16, data: &mut [u8]) {
-        self.pio.read(port, data);
+        self.pio.read().read(port, data);
     }
 
     fn pio_write(&self, _vp: u32, port: u16, data: &[u8]) {
-        self.pio.write(port, data);
+        self.pio.read().write(port, data);
+        if let Some(u) = &self.bar_updates
+            && u.pending()
+        {
+            self.apply_bar_updates(u);
+        }
     }
 
     fn mmio_read(&self, _vp: u32, gpa: u64, data: &mut [u8]) {
-        self.mmio.read(gpa, data);
+        self.mmio.read().read(gpa, data);
     }
 
     fn mmio_write(&self, _vp: u32, gpa: u64, data: &[u8]) {
-        self.mmio.write(gpa, data);
+        self.mmio.read().write(gpa, data);
     }
 
     fn msr_read(&self, vp: u32, msr: u32) -> Option<u64> {

@@ -13,7 +13,9 @@
 //!    backend ([`serial`]); halt requests go to [`halt::Halt`];
 //! 4. ACPI tables (`acpi`: RSDP, XSDT, FADT, MADT, DSDT) at [`layout::ACPI_TABLES`] for a
 //!    directly booted OS;
-//! 5. one processor per VP with the machine's CPUID table ([`cpuid`]).
+//! 5. with `--pcat` instead of 4: the firmware at the reset vector, fw_cfg, PCI with the
+//!    i440FX/PIIX3 functions and the IDE controller ([`pcat`]);
+//! 6. one processor per VP with the machine's CPUID table ([`cpuid`]).
 //!
 //! A loader's [`loaders::LoadPlan`] is applied with [`Machine::load`]. [`Machine::run`] starts
 //! one thread per VP plus the timer thread ([`timer`]) that polls time-driven devices, and
@@ -30,6 +32,7 @@ pub mod halt;
 pub mod layout;
 mod machine;
 pub mod msr;
+pub mod pcat;
 pub mod serial;
 pub mod timer;
 pub mod vmbus;

@@ -47,6 +47,9 @@ use crate::layout;
 use crate::layout::LayoutError;
 use crate::layout::MemoryLayout;
 use crate::msr::MsrPolicy;
+use crate::pcat;
+use crate::pcat::FirmwareImage;
+use crate::pcat::PcatError;
 use crate::serial::SerialBackend;
 use crate::serial::SerialError;
 use crate::timer::Poller;
@@ -101,6 +104,12 @@ pub enum MachineError {
     /// The VMBus devices could not be set up.
     #[error(transparent)]
     Vmbus(#[from] VmbusError),
+    /// The PC/AT platform could not be set up.
+    #[error(transparent)]
+    Pcat(#[from] PcatError),
+    /// IDE disks need the PC/AT platform.
+    #[error("IDE disks need the PC/AT platform (--pcat)")]
+    IdeWithoutPcat,
 }
 
 /// What the machine is made of.
@@ -116,8 +125,11 @@ pub struct MachineConfig {
     pub firmware_log: SerialConfig,
     /// Hyper-V enlightenments, VMBus and its SCSI controller (`--hv`).
     pub hv: bool,
-    /// Disks; those on [`vm_config::DiskBus::VmbusScsi`] go to the VMBus SCSI controller.
+    /// Disks; those on [`vm_config::DiskBus::VmbusScsi`] go to the VMBus SCSI controller,
+    /// those on [`vm_config::DiskBus::Ide`] to the PC/AT IDE controller.
     pub disks: Vec<vm_config::DiskConfig>,
+    /// Boot this BIOS image on the PC/AT platform ([`pcat`]) instead of a loaded kernel.
+    pub pcat: Option<FirmwareImage>,
 }
 
 impl MachineConfig {
@@ -135,8 +147,24 @@ impl MachineConfig {
             firmware_log: SerialConfig::None,
             hv: false,
             disks: Vec::new(),
+            pcat: None,
         }
     }
+}
+
+/// Opens an IDE disk; a CD-ROM's image is opened read-only.
+fn open_ide(d: &vm_config::DiskConfig) -> Result<pcat::IdeAttachment, MachineError> {
+    let mut spec = d.spec.clone();
+    if d.dvd
+        && let disk::DiskSpec::File { read_only, .. } = &mut spec
+    {
+        *read_only = true;
+    }
+    let disk = disk::open(&spec).map_err(|e| MachineError::Disk(d.spec.to_string(), e))?;
+    Ok(pcat::IdeAttachment {
+        disk,
+        optical: d.dvd,
+    })
 }
 
 /// The text of a panic payload.
@@ -185,6 +213,7 @@ pub struct Machine {
     msrs: MsrPolicy,
     acpi_rsdp: u64,
     hyperv: Option<Arc<HyperV>>,
+    bar_updates: Option<pci_core::bus::BarUpdates>,
 }
 
 impl Machine {
@@ -194,7 +223,23 @@ impl Machine {
             return Err(MachineError::Processors(config.processors));
         }
         let layout = MemoryLayout::new(config.memory)?;
-        let memory = GuestMemory::new(&layout.regions())?;
+        let ide_disks: Vec<&vm_config::DiskConfig> = config
+            .disks
+            .iter()
+            .filter(|d| d.bus == vm_config::DiskBus::Ide)
+            .collect();
+        if !ide_disks.is_empty() && config.pcat.is_none() {
+            return Err(MachineError::IdeWithoutPcat);
+        }
+        let memory = match &config.pcat {
+            Some(fw) => {
+                pcat::check_firmware(&fw.0)?;
+                let memory = GuestMemory::new(&pcat::memory_regions(&layout, fw.0.len()))?;
+                pcat::load_firmware(&memory, &fw.0)?;
+                memory
+            }
+            None => GuestMemory::new(&layout.regions())?,
+        };
         let clock = VmClock::new();
         let msrs = MsrPolicy::new(config.hv);
         let partition = hv.new_partition(PartitionConfig {
@@ -347,22 +392,51 @@ impl Machine {
             None
         };
 
-        // ACPI tables for a directly booted OS: RSDP at the start of the BIOS-area window
-        // Linux scans, the tables right after it.
         let mut acpi_config = acpi::AcpiConfig::pc(config.processors);
         if hyperv.is_some() {
             acpi_config.extra_devices.push(acpi::devices::vmbus(None));
         }
-        let acpi =
-            acpi::AcpiTables::build(&acpi_config, layout::ACPI_TABLES_START, layout::ACPI_RSDP)?;
-        for (gpa, bytes) in &acpi.regions {
-            let end = gpa + bytes.len() as u64;
-            if end > layout::ACPI_TABLES.end {
-                return Err(MachineError::Acpi(acpi::AcpiError::TooLarge("ACPI tables")));
+        let (acpi_rsdp, bar_updates) = if config.pcat.is_some() {
+            // Linux only scans PCI below a PNP0A03 root bridge it finds in the DSDT.
+            acpi_config
+                .extra_devices
+                .push(acpi::devices::pci_root_bridge(&pcat::pci_root(&layout)));
+            // The firmware installs the ACPI tables (fw_cfg's table loader) and owns the BIOS
+            // window they would take.
+            let ide = ide_disks
+                .iter()
+                .map(|d| open_ide(d))
+                .collect::<Result<Vec<_>, _>>()?;
+            let platform = pcat::build(
+                pcat::PcatParts {
+                    memory: &memory,
+                    layout: &layout,
+                    processors: config.processors,
+                    ide: &ide,
+                    ide_irqs: ide::IRQS.map(|irq| LineInterrupt::new(router.clone(), irq)),
+                    acpi: &acpi_config,
+                    halt: halt.clone(),
+                },
+                &mut pio,
+            )?;
+            (0, Some(platform.bar_updates))
+        } else {
+            // ACPI tables for a directly booted OS: RSDP at the start of the BIOS-area window
+            // Linux scans, the tables right after it.
+            let acpi = acpi::AcpiTables::build(
+                &acpi_config,
+                layout::ACPI_TABLES_START,
+                layout::ACPI_RSDP,
+            )?;
+            for (gpa, bytes) in &acpi.regions {
+                let end = gpa + bytes.len() as u64;
+                if end > layout::ACPI_TABLES.end {
+                    return Err(MachineError::Acpi(acpi::AcpiError::TooLarge("ACPI tables")));
+                }
+                memory.write_at(*gpa, bytes)?;
             }
-            memory.write_at(*gpa, bytes)?;
-        }
-        let acpi_rsdp = acpi.rsdp_address;
+            (acpi.rsdp_address, None)
+        };
 
         let supported = match hv.supported_cpuid() {
             Ok(t) => t,
@@ -402,6 +476,7 @@ impl Machine {
             msrs,
             acpi_rsdp,
             hyperv,
+            bar_updates,
         })
     }
 
@@ -509,10 +584,13 @@ impl Machine {
             mut serial,
             msrs,
             hyperv,
+            bar_updates,
             ..
         } = self;
         let exits = Arc::new(
-            MachineExits::new(pio, mmio, Some(pic), Some(ioapic), msrs).with_hyperv(hyperv.clone()),
+            MachineExits::new(pio, mmio, Some(pic), Some(ioapic), msrs)
+                .with_hyperv(hyperv.clone())
+                .with_bar_updates(bar_updates),
         );
         let timer_halt = halt.clone();
         let mut timer = poller
