@@ -40,6 +40,8 @@ use crate::partition::Shared;
 
 /// Most instructions in one block.
 const MAX_BLOCK: usize = 64;
+/// Bytes fetched to build one block: room for `MAX_BLOCK` instructions of the longest kind.
+const BUILD_BYTES: usize = MAX_BLOCK * 15;
 /// Total cached ops before the cache is dropped and rebuilt.
 const MAX_OPS: usize = 4 << 20;
 const JC_BITS: u32 = 12;
@@ -256,13 +258,15 @@ impl CodeCache {
         let epoch = cpu.mem.code_epoch();
         let generation = cpu.mem.mark_code(host_page);
         let off = (rip & 0xfff) as usize;
-        let mut avail = 4096 - off;
+        // Never more bytes than `MAX_BLOCK` longest instructions (copying and clearing a whole
+        // page per block is measurable when code pages are rewritten often).
+        let mut avail = (4096 - off).min(BUILD_BYTES);
         let bitness = cpu.bitness;
         if bitness == 16 {
             // The instruction pointer wraps at 64 KiB.
             avail = avail.min(0x1_0000 - (ip & 0xffff) as usize);
         }
-        let mut buf = [0u8; 4096];
+        let mut buf = [0u8; BUILD_BYTES];
         cpu.mem.copy_out(host_page + off as u64, &mut buf[..avail]);
         let mut dec = Decoder::with_ip(bitness, &buf[..avail], rip, self.dec_options);
         let mut ins = Instruction::default();
@@ -432,6 +436,8 @@ impl Vp {
                 prev = NONE;
                 if let Some(s) = self.events(io, &opts)? {
                     tracing::debug!(
+                        vp = self.cpu.index,
+                        instructions = self.cpu.icount,
                         chained = self.cache.stats[0],
                         jump_cache = self.cache.stats[1],
                         slow = self.cache.stats[2],
