@@ -374,7 +374,9 @@ pub struct RunOptions {
     /// Return [`Stop::Halted`] when the processor halts with no event pending, instead of
     /// sleeping until one arrives.
     pub stop_on_halt: bool,
-    /// Return [`Stop::Limit`] after about this many instructions (checked at event checks).
+    /// Return [`Stop::Limit`] after about this many instructions retired plus exceptions
+    /// delivered (checked at event checks). Exceptions count so that a guest caught in an
+    /// exception loop that retires nothing (a handler whose fetch faults again) still stops.
     pub max_instructions: Option<u64>,
 }
 
@@ -386,6 +388,8 @@ pub struct Vp {
     one_insn: bool,
     /// VM time of the next trace-level RIP sample.
     next_sample_ns: u64,
+    /// Exceptions delivered (they count towards `RunOptions::max_instructions`).
+    exceptions: u64,
 }
 
 impl Vp {
@@ -396,6 +400,7 @@ impl Vp {
             cache,
             one_insn: false,
             next_sample_ns: 0,
+            exceptions: 0,
         }
     }
 
@@ -538,16 +543,20 @@ impl Vp {
     /// Handles a non-local exit of a block.
     fn handle(&mut self, e: Ex, io: &dyn ExitHandler) -> Result<Option<Stop>, VirtError> {
         match e {
-            Ex::Fault(v, code) => match self.cpu.raise(v, Event::Exception, code, io) {
-                Ok(()) => Ok(None),
-                Err(Ex::Shutdown) => Ok(Some(self.triple_fault())),
-                Err(Ex::Internal) => {
-                    Err(VirtError::Internal(std::mem::take(&mut self.cpu.internal)))
+            Ex::Fault(v, code) => {
+                self.exceptions += 1;
+                let r = self.cpu.raise(v, Event::Exception, code, io);
+                match r {
+                    Ok(()) => Ok(None),
+                    Err(Ex::Shutdown) => Ok(Some(self.triple_fault())),
+                    Err(Ex::Internal) => {
+                        Err(VirtError::Internal(std::mem::take(&mut self.cpu.internal)))
+                    }
+                    Err(other) => Err(VirtError::Internal(format!(
+                        "unexpected {other:?} during delivery"
+                    ))),
                 }
-                Err(other) => Err(VirtError::Internal(format!(
-                    "unexpected {other:?} during delivery"
-                ))),
-            },
+            }
             Ex::Halt => {
                 self.cpu.halted = true;
                 self.cpu.countdown = 0;
@@ -603,7 +612,7 @@ impl Vp {
             return Ok(Some(Stop::Stopped));
         }
         if let Some(max) = opts.max_instructions
-            && cpu.icount >= max
+            && cpu.icount.saturating_add(self.exceptions) >= max
         {
             return Ok(Some(Stop::Limit));
         }
