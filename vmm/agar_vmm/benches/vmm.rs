@@ -1,19 +1,22 @@
 //! agar-vmm benchmarks (not tests): prints numbers, fails only if something does not run.
 //!
-//! `cargo bench -p agar_vmm` (add `-- kernel=PATH initrd=PATH` for the Linux rows), per CPU
-//! backend available here:
+//! `cargo bench -p agar_vmm [-- kernel=PATH initrd=PATH]`, per CPU backend available here,
+//! medians of `AGAR_BENCH_RUNS` runs (default 5):
 //! - exec to first guest instruction: spawn agar-vmm on a tiny ELF kernel whose first
 //!   instruction writes a byte to COM1, time until the byte arrives;
 //! - VMM RSS beyond guest RAM: the process's resident memory minus the resident part of the
 //!   guest-RAM mapping, sampled while that kernel halts;
-//! - payload run times: a CPL0 compute loop, port I/O exits, LAPIC timer interrupts, each from
-//!   exec to power off, minus the idle payload's time;
+//! - payload run times: a CPL0 compute loop (also as MIPS), port I/O exits, LAPIC timer
+//!   interrupts, each from exec to power off, minus the idle payload's time;
 //! - Linux: exec to the first vCPU entry for a real bzImage (decompression and loading), from
-//!   agar-vmm's own log line; and, with an initrd following the guest contract, the time to
-//!   `agar-init: ready` and to power off on `emu`, against QEMU TCG booting the same kernel and
-//!   initrd in the same run (the peer).
+//!   agar-vmm's own log line (with `kernel=`);
+//! - Linux boots on `emu`: the Debian 6.1 and 6.12 guests from the artifact cache (or the
+//!   given kernel and initrd), `-p 2 -m 300MB`, exec to `agar-init: ready` and to power off,
+//!   against QEMU TCG (`-M pc -accel tcg -smp 2 -m 300`) booting the same kernel, initrd and
+//!   command line in the same run (the peer), printed as ratios; and the boot's MIPS (guest
+//!   instructions retired by both vCPUs over the exec-to-power-off time).
 //!
-//! Every row is also given as a ratio to the KVM row measured in the same run.
+//! Every microbenchmark row is also given as a ratio to the KVM row measured in the same run.
 
 use std::io::BufRead;
 use std::io::BufReader;
@@ -262,15 +265,40 @@ fn linux_ready(kernel: &Path, initrd: Option<&Path>, backend: &[&str]) -> Option
     at
 }
 
-/// Boots `cmd` (a VMM with the guest's console on stdout) to `agar-init: ready` and to its
-/// exit: (ready, exit) from spawn, or `None` if it does not get there in 10 minutes.
-fn boot_to_ready(mut cmd: Command) -> Option<(Duration, Duration)> {
+/// One boot of a VMM with the guest's console on stdout: times from spawn to `agar-init:
+/// ready` and to exit, and (agar-vmm only, from its `cpu_emu=debug` stop lines) the guest
+/// instructions retired by all processors.
+struct Boot {
+    ready: Duration,
+    exit: Duration,
+    instructions: u64,
+}
+
+/// Boots `cmd` to `agar-init: ready` and to its exit, or `None` if it does not get there in
+/// 10 minutes or does not exit successfully.
+fn boot_to_ready(mut cmd: Command) -> Option<Boot> {
     let started = Instant::now();
     let mut child = cmd
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .ok()?;
+    let err = BufReader::new(child.stderr.take()?);
+    let err_thread = std::thread::spawn(move || {
+        let mut n = 0u64;
+        for line in err.lines().map_while(Result::ok) {
+            if line.contains("block lookups")
+                && let Some(v) = line.split_whitespace().find_map(|w| {
+                    strip_ansi(w)
+                        .strip_prefix("instructions=")
+                        .map(String::from)
+                })
+            {
+                n += v.parse::<u64>().unwrap_or(0);
+            }
+        }
+        n
+    });
     let out = BufReader::new(child.stdout.take()?);
     let mut ready = None;
     for line in out.lines().map_while(Result::ok) {
@@ -278,70 +306,133 @@ fn boot_to_ready(mut cmd: Command) -> Option<(Duration, Duration)> {
             ready = Some(started.elapsed());
         }
         if started.elapsed() > Duration::from_secs(600) {
+            let _ = child.kill();
             break;
         }
     }
     let status = child.wait().ok()?;
     let exit = started.elapsed();
+    let instructions = err_thread.join().unwrap_or(0);
     (status.success()).then_some(())?;
-    Some((ready?, exit))
+    Some(Boot {
+        ready: ready?,
+        exit,
+        instructions,
+    })
 }
 
-fn linux_boot_rows(kernel: &Path, initrd: &Path) {
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut esc = false;
+    for c in s.chars() {
+        match (esc, c) {
+            (false, '\x1b') => esc = true,
+            (true, 'm') => esc = false,
+            (true, _) => {}
+            (false, c) => out.push(c),
+        }
+    }
+    out
+}
+
+/// Boot-to-power-off of `kernel` + `initrd` on `emu` (`-p 2 -m 300MB`) against QEMU TCG
+/// (`-M pc -smp 2 -m 300`, same kernel, initrd and command line), alternating, `runs` each.
+fn linux_boot_rows(label: &str, kernel: &Path, initrd: &Path, runs: usize) {
     let append = "console=ttyS0 agar.poweroff";
-    let mut agar = Command::new(env!("CARGO_BIN_EXE_agar-vmm"));
-    agar.args([
-        "--hypervisor",
-        "emu",
-        "-p",
-        "2",
-        "-m",
-        "300MB",
-        "--log",
-        "warn",
-        "--kernel",
-    ])
-    .arg(kernel)
-    .arg("--initrd")
-    .arg(initrd)
-    .args(["-c", append]);
-    let mut qemu = Command::new("qemu-system-x86_64");
-    qemu.args([
-        "-M",
-        "pc",
-        "-smp",
-        "2",
-        "-m",
-        "300",
-        "-nographic",
-        "-no-reboot",
-        "-kernel",
-    ])
-    .arg(kernel)
-    .arg("-initrd")
-    .arg(initrd)
-    .args(["-append", append]);
-    let Some(peer) = boot_to_ready(qemu) else {
-        println!("(QEMU did not boot the kernel: no peer for the Linux boot rows)");
-        return;
+    let agar = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_agar-vmm"));
+        c.args([
+            "--hypervisor",
+            "emu",
+            "-p",
+            "2",
+            "-m",
+            "300MB",
+            "--log",
+            "warn,cpu_emu=debug",
+            "--kernel",
+        ])
+        .arg(kernel)
+        .arg("--initrd")
+        .arg(initrd)
+        .args(["-c", append]);
+        c
     };
-    let Some(emu) = boot_to_ready(agar) else {
-        println!("[emu] Linux did not reach agar-init: ready and power off");
-        return;
+    let qemu = || {
+        let mut c = Command::new("qemu-system-x86_64");
+        c.args([
+            "-M",
+            "pc",
+            "-accel",
+            "tcg",
+            "-smp",
+            "2",
+            "-m",
+            "300",
+            "-nographic",
+            "-no-reboot",
+            "-kernel",
+        ])
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(initrd)
+        .args(["-append", append]);
+        c
     };
+    let mut peer = Vec::new();
+    let mut emu = Vec::new();
+    for _ in 0..runs {
+        let Some(q) = boot_to_ready(qemu()) else {
+            println!("[emu] {label}: QEMU did not boot the kernel: no peer for the Linux rows");
+            return;
+        };
+        peer.push(q);
+        let Some(e) = boot_to_ready(agar()) else {
+            println!("[emu] {label}: Linux did not reach agar-init: ready and power off");
+            return;
+        };
+        emu.push(e);
+    }
+    let med = |v: &[Boot], f: fn(&Boot) -> Duration| median(v.iter().map(f).collect());
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+    let (er, pr) = (med(&emu, |b| b.ready), med(&peer, |b| b.ready));
+    let (ee, pe) = (med(&emu, |b| b.exit), med(&peer, |b| b.exit));
     println!(
-        "[emu] Linux -p 2: exec to agar-init: ready  {}  ({:.2}x QEMU TCG: {})",
-        ms(emu.0),
-        ratio(emu.0, peer.0),
-        ms(peer.0).trim()
+        "[emu] {label} -p 2: exec to agar-init: ready  {}  ({:.2}x QEMU TCG: {})",
+        ms(er),
+        ratio(er, pr),
+        ms(pr).trim()
     );
     println!(
-        "[emu] Linux -p 2: exec to power off         {}  ({:.2}x QEMU TCG: {})",
-        ms(emu.1),
-        ratio(emu.1, peer.1),
-        ms(peer.1).trim()
+        "[emu] {label} -p 2: exec to power off         {}  ({:.2}x QEMU TCG: {})",
+        ms(ee),
+        ratio(ee, pe),
+        ms(pe).trim()
     );
+    let mut mips: Vec<f64> = emu
+        .iter()
+        .map(|b| b.instructions as f64 / b.exit.as_secs_f64() / 1e6)
+        .collect();
+    mips.sort_by(f64::total_cmp);
+    let insns = {
+        let mut v: Vec<u64> = emu.iter().map(|b| b.instructions).collect();
+        v.sort();
+        v[v.len() / 2]
+    };
+    println!(
+        "[emu] {label} -p 2: boot MIPS (both vCPUs)    {:9.1}     ({:.0} M guest instructions)",
+        mips[mips.len() / 2],
+        insns as f64 / 1e6
+    );
+}
+
+/// Runs per row: `AGAR_BENCH_RUNS` (default 5; fewer for quick runs).
+fn bench_runs() -> usize {
+    std::env::var("AGAR_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(RUNS)
 }
 
 fn main() {
@@ -383,14 +474,15 @@ fn main() {
         println!("(emu backend not available in this build: kvm rows only)");
     }
 
-    println!("agar-vmm benchmarks, median of {RUNS} runs");
+    let runs = bench_runs();
+    println!("agar-vmm benchmarks, median of {runs} runs");
     let mut base: Option<[Duration; 4]> = None;
     for (name, flags) in &backends {
-        let firsts: Vec<Duration> = (0..RUNS).map(|_| run_to_exit(&idle, flags).0).collect();
-        let idle_total = median((0..RUNS).map(|_| run_to_exit(&idle, flags).1).collect());
+        let firsts: Vec<Duration> = (0..runs).map(|_| run_to_exit(&idle, flags).0).collect();
+        let idle_total = median((0..runs).map(|_| run_to_exit(&idle, flags).1).collect());
         let first = median(firsts);
         let payload = |k: &Path| {
-            median((0..RUNS).map(|_| run_to_exit(k, flags).1).collect()).saturating_sub(idle_total)
+            median((0..runs).map(|_| run_to_exit(k, flags).1).collect()).saturating_sub(idle_total)
         };
         let rows = [first, payload(&compute), payload(&pio), payload(&timer)];
         let ratio = |i: usize| match &base {
@@ -404,8 +496,10 @@ fn main() {
             ms(rows[0]),
             ratio(0)
         );
+        // 2 instructions per iteration (`dec ecx; jnz`).
+        let mips = 2e6 / rows[1].as_secs_f64().max(1e-6) / 1e6;
         println!(
-            "[{name}] 1M-iteration CPL0 loop            {}{}",
+            "[{name}] 1M-iteration CPL0 loop            {}{}  ({mips:.1} MIPS)",
             ms(rows[1]),
             ratio(1)
         );
@@ -443,8 +537,29 @@ fn main() {
             }
         }
     }
-    if emu_ok && let (Some(k), Some(i)) = (arg("kernel"), arg("initrd")) {
-        linux_boot_rows(&k, &i);
+    if emu_ok {
+        if let (Some(k), Some(i)) = (arg("kernel"), arg("initrd")) {
+            linux_boot_rows("Linux", &k, &i, runs);
+        } else {
+            // The pinned Debian guests from the artifact cache.
+            match artifacts::Resolver::from_env() {
+                Ok(r) => {
+                    for (label, id) in [
+                        ("Linux 6.1", "debian12_k61"),
+                        ("Linux 6.12", "debian12_k612"),
+                    ] {
+                        match (
+                            r.resolve_name(&format!("{id}_kernel")),
+                            r.resolve_name(&format!("{id}_initrd")),
+                        ) {
+                            (Ok(k), Ok(i)) => linux_boot_rows(label, &k, &i, runs),
+                            (Err(e), _) | (_, Err(e)) => println!("[emu] {label}: {e}"),
+                        }
+                    }
+                }
+                Err(e) => println!("[emu] no Linux rows: {e}"),
+            }
+        }
     }
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -40,6 +40,8 @@ use crate::partition::Shared;
 
 /// Most instructions in one block.
 const MAX_BLOCK: usize = 64;
+/// Bytes fetched to build one block: room for `MAX_BLOCK` instructions of the longest kind.
+const BUILD_BYTES: usize = MAX_BLOCK * 15;
 /// Total cached ops before the cache is dropped and rebuilt.
 const MAX_OPS: usize = 4 << 20;
 const JC_BITS: u32 = 12;
@@ -256,13 +258,15 @@ impl CodeCache {
         let epoch = cpu.mem.code_epoch();
         let generation = cpu.mem.mark_code(host_page);
         let off = (rip & 0xfff) as usize;
-        let mut avail = 4096 - off;
+        // Never more bytes than `MAX_BLOCK` longest instructions (copying and clearing a whole
+        // page per block is measurable when code pages are rewritten often).
+        let mut avail = (4096 - off).min(BUILD_BYTES);
         let bitness = cpu.bitness;
         if bitness == 16 {
             // The instruction pointer wraps at 64 KiB.
             avail = avail.min(0x1_0000 - (ip & 0xffff) as usize);
         }
-        let mut buf = [0u8; 4096];
+        let mut buf = [0u8; BUILD_BYTES];
         cpu.mem.copy_out(host_page + off as u64, &mut buf[..avail]);
         let mut dec = Decoder::with_ip(bitness, &buf[..avail], rip, self.dec_options);
         let mut ins = Instruction::default();
@@ -370,7 +374,9 @@ pub struct RunOptions {
     /// Return [`Stop::Halted`] when the processor halts with no event pending, instead of
     /// sleeping until one arrives.
     pub stop_on_halt: bool,
-    /// Return [`Stop::Limit`] after about this many instructions (checked at event checks).
+    /// Return [`Stop::Limit`] after about this many instructions retired plus exceptions
+    /// delivered (checked at event checks). Exceptions count so that a guest caught in an
+    /// exception loop that retires nothing (a handler whose fetch faults again) still stops.
     pub max_instructions: Option<u64>,
 }
 
@@ -382,6 +388,8 @@ pub struct Vp {
     one_insn: bool,
     /// VM time of the next trace-level RIP sample.
     next_sample_ns: u64,
+    /// Exceptions delivered (they count towards `RunOptions::max_instructions`).
+    exceptions: u64,
 }
 
 impl Vp {
@@ -392,6 +400,7 @@ impl Vp {
             cache,
             one_insn: false,
             next_sample_ns: 0,
+            exceptions: 0,
         }
     }
 
@@ -432,6 +441,8 @@ impl Vp {
                 prev = NONE;
                 if let Some(s) = self.events(io, &opts)? {
                     tracing::debug!(
+                        vp = self.cpu.index,
+                        instructions = self.cpu.icount,
                         chained = self.cache.stats[0],
                         jump_cache = self.cache.stats[1],
                         slow = self.cache.stats[2],
@@ -532,16 +543,20 @@ impl Vp {
     /// Handles a non-local exit of a block.
     fn handle(&mut self, e: Ex, io: &dyn ExitHandler) -> Result<Option<Stop>, VirtError> {
         match e {
-            Ex::Fault(v, code) => match self.cpu.raise(v, Event::Exception, code, io) {
-                Ok(()) => Ok(None),
-                Err(Ex::Shutdown) => Ok(Some(self.triple_fault())),
-                Err(Ex::Internal) => {
-                    Err(VirtError::Internal(std::mem::take(&mut self.cpu.internal)))
+            Ex::Fault(v, code) => {
+                self.exceptions += 1;
+                let r = self.cpu.raise(v, Event::Exception, code, io);
+                match r {
+                    Ok(()) => Ok(None),
+                    Err(Ex::Shutdown) => Ok(Some(self.triple_fault())),
+                    Err(Ex::Internal) => {
+                        Err(VirtError::Internal(std::mem::take(&mut self.cpu.internal)))
+                    }
+                    Err(other) => Err(VirtError::Internal(format!(
+                        "unexpected {other:?} during delivery"
+                    ))),
                 }
-                Err(other) => Err(VirtError::Internal(format!(
-                    "unexpected {other:?} during delivery"
-                ))),
-            },
+            }
             Ex::Halt => {
                 self.cpu.halted = true;
                 self.cpu.countdown = 0;
@@ -597,7 +612,7 @@ impl Vp {
             return Ok(Some(Stop::Stopped));
         }
         if let Some(max) = opts.max_instructions
-            && cpu.icount >= max
+            && cpu.icount.saturating_add(self.exceptions) >= max
         {
             return Ok(Some(Stop::Limit));
         }

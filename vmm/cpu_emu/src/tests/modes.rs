@@ -9,6 +9,7 @@ use virt::Processor;
 use virt::SegmentRegister;
 
 use super::harness::*;
+use crate::vp::RunOptions;
 use crate::vp::Stop;
 
 /// A processor in real mode at 0000:`ip` (RESET state otherwise).
@@ -473,4 +474,33 @@ fn init_and_startup_ipis_start_an_application_processor() {
     assert_eq!(t0.join().unwrap(), virt::VpExit::Stopped);
     assert_eq!(t1.join().unwrap(), virt::VpExit::Stopped);
     assert_eq!(io.port(0xe9), vec![0x0800]);
+}
+
+/// Fuzzer regression (`execute`, an exception loop with the stack in MMIO): a guest whose
+/// page-fault handler is itself on an unmapped page takes #PF after #PF without retiring an
+/// instruction, forever, as real hardware would. The run still stops at its limit, because
+/// delivered exceptions count towards it.
+#[test]
+fn an_exception_loop_that_retires_nothing_stops_at_the_limit() {
+    let unmapped = 0x10_0000_0000u64; // 64 GiB: outside the identity-mapped 4 GiB
+    let code = asm(64, CODE, |a| {
+        a.mov(rax, unmapped as i64)?;
+        a.jmp(rax)
+    });
+    let mut m = Machine::long_mode(&code);
+    // #PF on IST1, so the stack never runs out and no #DF ends the loop.
+    m.set_gate64(14, unmapped, 1, 0);
+    m.w64(TSS + 36, 0x6_0000);
+    let stop =
+        m.vp.run_with(
+            &m.io,
+            RunOptions {
+                stop_on_halt: true,
+                max_instructions: Some(10_000),
+            },
+        )
+        .unwrap();
+    assert_eq!(stop, Stop::Limit);
+    assert_eq!(m.sregs().cr2, unmapped);
+    assert!(m.vp.instructions() <= 2, "{}", m.vp.instructions());
 }
