@@ -67,12 +67,13 @@ pub(crate) fn from_f64(f: f64) -> F80 {
         if frac == 0 {
             return F80 { mant: 0, se: sign };
         }
-        // Denormal: normalize (the 80-bit exponent range covers it).
-        let lz = frac.leading_zeros() - 11;
-        let mant = frac << (11 + lz + 1);
-        let exp = (1 - 1023 + 16383 - 1 - lz as i32) as u16;
+        // Denormal, frac * 2^-1074: normalize (the 80-bit exponent range covers it). The
+        // shift puts the leading one at bit 63 (at most 63: frac is not zero).
+        let lz = frac.leading_zeros();
+        let mant = frac << lz;
+        let exp = (16383 - 1074 + 63 - lz as i32) as u16;
         return F80 {
-            mant: mant | (1 << 63),
+            mant,
             se: sign | exp,
         };
     }
@@ -104,9 +105,10 @@ pub(crate) fn to_f64(v: F80) -> f64 {
     // value = mant * 2^(e - 16383 - 63)
     let m = v.mant as f64; // rounds to 53 bits
     let exp = e.max(1) - 16383 - 63;
-    let r = m * 2f64.powi(exp.clamp(-1074 - 64, 1100));
-    // powi of huge/small exponents is exact as a power of two within range; clamp keeps it
-    // finite/zero as appropriate.
+    // In two steps so the power of two itself never underflows when the result is a
+    // denormal (2^exp alone can be below f64's range while mant * 2^exp is not); the clamp
+    // keeps huge and tiny exponents infinite or zero as appropriate.
+    let r = m * 2f64.powi(exp.clamp(-1074 - 64, 1100) + 64) * 2f64.powi(-64);
     f64::from_bits(r.to_bits() | sign)
 }
 
@@ -963,4 +965,31 @@ pub(crate) fn translate(ins: &Instruction, op: &mut Op, _bitness: u32) -> Option
         _ => return None,
     }
     Some(x87)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fuzzer regression (`execute`, FLD of a denormal double): the smallest denormal
+    /// overflowed the normalizing shift (a panic with overflow checks), and every denormal was
+    /// loaded at half its value.
+    #[test]
+    fn denormal_doubles_convert_exactly_both_ways() {
+        for (bits, exp) in [
+            (1u64, 16383 - 1074),
+            (1 << 51, 16383 - 1023),
+            (0x3, 16383 - 1073),
+        ] {
+            for sign in [0u64, 1 << 63] {
+                let f = f64::from_bits(sign | bits);
+                let v = from_f64(f);
+                assert_eq!(v.mant >> 63, 1, "{bits:#x}: normalized");
+                assert_eq!(v.mant << 1 >> 1 == 0, bits.is_power_of_two(), "{bits:#x}");
+                assert_eq!(v.se & 0x7fff, exp as u16, "{bits:#x}");
+                assert_eq!(v.se >> 15, (sign >> 63) as u16);
+                assert_eq!(to_f64(v).to_bits(), f.to_bits(), "{bits:#x} round trip");
+            }
+        }
+    }
 }
