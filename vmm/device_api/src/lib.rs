@@ -24,6 +24,7 @@ use parking_lot::Mutex;
 
 mod bus;
 mod irq;
+pub mod ratelimit;
 
 pub use bus::MmioBus;
 pub use bus::PioBus;

@@ -38,8 +38,9 @@ use virt::HypercallInput;
 use virt::InterruptRequest;
 use virt::VmClock;
 
+use device_api::warn_ratelimited;
+
 pub mod cpuid;
-pub mod ratelimit;
 pub mod spec;
 mod synic;
 

@@ -16,7 +16,7 @@ use guest_mem::GuestMemory;
 use guest_mem::Width;
 
 use crate::spec;
-use crate::warn_ratelimited;
+use device_api::warn_ratelimited;
 
 /// Most messages queued per (VP, SINT) before senders are told to back off.
 pub const QUEUE_LIMIT: usize = 128;

@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use device_api::warn_ratelimited;
 use guest_mem::GuestMemory;
 use scsi_disk::ScsiStatus;
 use scsi_disk::spec::op;
@@ -12,7 +13,6 @@ use vmbus_ring::RingError;
 use vmbus_ring::packet;
 use vmbus_ring::packet::PacketKind;
 use vmbus_ring::ring::Descriptor;
-use vmbus_ring::warn_ratelimited;
 use vmbus_server::OpenError;
 use vmbus_server::OpenRequest;
 use zerocopy::FromBytes;

@@ -18,7 +18,6 @@
 
 pub mod gpadl;
 pub mod packet;
-pub mod ratelimit;
 pub mod ring;
 
 pub use gpadl::GpaRange;

@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::collections::HashMap;
 
+use device_api::warn_ratelimited;
 use guest_mem::GuestMemory;
 use vmbus_ring::Gpadl;
-use vmbus_ring::warn_ratelimited;
 use zerocopy::IntoBytes;
 
 use crate::protocol;

@@ -1,4 +1,4 @@
-//! Rate limiting for log lines the guest can trigger at will.
+//! Rate limiting for log lines the guest can trigger at will (device models, Hyper-V, VMBus).
 
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
