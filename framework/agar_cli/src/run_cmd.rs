@@ -98,12 +98,15 @@ impl Args {
         let custom_medium = self.cmdline.is_some() || kernel != ids::DEBIAN12_K61_KERNEL;
         let mut config = match firmware {
             Firmware::Pcat if !custom_medium => {
-                let [medium] = self.resolve_or_restore(&resolver, [pinned_medium])?;
-                pcat_config(medium, self.iso)
+                let [medium, bios] = self
+                    .resolve_or_restore(&resolver, [pinned_medium, ids::SEABIOS_BIOS.id()])?;
+                pcat_config(bios, medium, self.iso)
             }
             Firmware::Pcat => {
-                let [kernel_path, initrd_path] =
-                    self.resolve_or_restore(&resolver, [kernel.id(), initrd.id()])?;
+                let [kernel_path, initrd_path, bios] = self.resolve_or_restore(
+                    &resolver,
+                    [kernel.id(), initrd.id(), ids::SEABIOS_BIOS.id()],
+                )?;
                 let cmdline = self.cmdline.as_deref().unwrap_or(DEFAULT_CMDLINE);
                 let files = media::BootFiles::new(kernel_path, initrd_path).replace_cmdline(cmdline)?;
                 let medium = if self.iso {
@@ -112,7 +115,7 @@ impl Args {
                     media::BiosDisk::new(files).build(resolver.cache())?
                 };
                 tracing::info!(path = %medium.path.display(), cached = medium.cached, "BIOS boot medium");
-                pcat_config(medium.path, self.iso)
+                pcat_config(bios, medium.path, self.iso)
             }
             Firmware::Linux => {
                 let [kernel_path, initrd_path] =
@@ -168,10 +171,12 @@ impl Args {
     }
 }
 
-/// BIOS firmware booting `medium` from the first IDE drive: a disk under a RAM differencing
-/// layer (the cached image stays untouched), or a read-only DVD.
-fn pcat_config(medium: PathBuf, iso: bool) -> VmConfig {
-    let mut config = VmConfig::with_boot(Boot::Pcat { firmware: None });
+/// The pinned SeaBIOS (`bios`) booting `medium` from the first IDE drive: a disk under a RAM
+/// differencing layer (the cached image stays untouched), or a read-only DVD.
+fn pcat_config(bios: PathBuf, medium: PathBuf, iso: bool) -> VmConfig {
+    let mut config = VmConfig::with_boot(Boot::Pcat {
+        firmware: Some(bios),
+    });
     let file = DiskSpec::File {
         path: medium,
         // `memdiff:` opens its lower disk read-only anyway.
