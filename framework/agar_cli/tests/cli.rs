@@ -369,6 +369,7 @@ fn run_pcat_boots_the_pinned_bios_disk_or_iso_from_ide() {
     std::fs::create_dir(&over).unwrap();
     std::fs::write(over.join("debian12_k61_bios_vhd"), b"disk").unwrap();
     std::fs::write(over.join("debian12_k61_bios_iso"), b"iso").unwrap();
+    std::fs::write(over.join("seabios_bios"), b"bios").unwrap();
     let (vmm, args_file) = fake_vmm(dir.path());
     let run = |args: &[&str]| {
         let out = Command::new(AGAR)
@@ -397,12 +398,17 @@ fn run_pcat_boots_the_pinned_bios_disk_or_iso_from_ide() {
         over.join("debian12_k61_bios_iso").display()
     );
 
-    assert_eq!(run(&["--pcat"]), format!("--pcat\n--ide\n{disk}\n"));
+    // The pinned SeaBIOS, not whatever the host's seabios package holds.
+    let bios = format!("--pcat-firmware\n{}", over.join("seabios_bios").display());
+    assert_eq!(run(&["--pcat"]), format!("--pcat\n{bios}\n--ide\n{disk}\n"));
     assert_eq!(
         run(&["--firmware", "pcat", "-p", "2"]),
-        format!("--pcat\n-p\n2\n--ide\n{disk}\n")
+        format!("--pcat\n{bios}\n-p\n2\n--ide\n{disk}\n")
     );
-    assert_eq!(run(&["--pcat", "--iso"]), format!("--pcat\n--ide\n{iso}\n"));
+    assert_eq!(
+        run(&["--pcat", "--iso"]),
+        format!("--pcat\n{bios}\n--ide\n{iso}\n")
+    );
 
     let out = Command::new(AGAR)
         .args(["run", "--iso"])
@@ -432,6 +438,7 @@ fn run_pcat_with_a_command_line_builds_and_caches_a_disk_carrying_it() {
         artifacts::recipes::cpio::Node::File(b"#!/bin/sh\n".to_vec()),
     );
     std::fs::write(over.join("debian12_k61_initrd"), initrd.to_bytes()).unwrap();
+    std::fs::write(over.join("seabios_bios"), b"bios").unwrap();
     let (vmm, args_file) = fake_vmm(dir.path());
     let cache = dir.path().join("cache");
     let run = || {
@@ -445,8 +452,13 @@ fn run_pcat_with_a_command_line_builds_and_caches_a_disk_carrying_it() {
         assert_eq!(out.status.code(), Some(2), "{}", text(&out));
         let args = std::fs::read_to_string(&args_file).unwrap();
         let lines: Vec<String> = args.lines().map(str::to_owned).collect();
-        assert_eq!(lines[..2], ["--pcat", "--ide"], "{args}");
-        PathBuf::from(lines[2].strip_prefix("memdiff:file:").unwrap())
+        let bios = over.join("seabios_bios").display().to_string();
+        assert_eq!(
+            lines[..4],
+            ["--pcat", "--pcat-firmware", bios.as_str(), "--ide"],
+            "{args}"
+        );
+        PathBuf::from(lines[4].strip_prefix("memdiff:file:").unwrap())
     };
 
     let first = run();
@@ -491,6 +503,7 @@ fn concurrent_runs_needing_the_same_bios_disk_build_it_once() {
         artifacts::recipes::cpio::Node::File(vec![b'#'; 1 << 20]),
     );
     std::fs::write(over.join("debian12_k61_initrd"), initrd.to_bytes()).unwrap();
+    std::fs::write(over.join("seabios_bios"), b"bios").unwrap();
     let (vmm, _) = fake_vmm(dir.path());
     let cache = dir.path().join("cache");
 
