@@ -11,33 +11,7 @@ use cpu_emu::RunOptions;
 use cpu_emu::Vp;
 use guest_mem::GuestMemory;
 use iced_x86::code_asm::*;
-use virt::ExitHandler;
 use virt::Processor;
-
-struct NoIo;
-impl ExitHandler for NoIo {
-    fn pio_read(&self, _: u32, _: u16, d: &mut [u8]) {
-        d.fill(0xff);
-    }
-    fn pio_write(&self, _: u32, _: u16, _: &[u8]) {}
-    fn mmio_read(&self, _: u32, _: u64, d: &mut [u8]) {
-        d.fill(0xff);
-    }
-    fn mmio_write(&self, _: u32, _: u64, _: &[u8]) {}
-    fn msr_read(&self, _: u32, _: u32) -> Option<u64> {
-        None
-    }
-    fn msr_write(&self, _: u32, _: u32, _: u64) -> bool {
-        false
-    }
-    fn hypercall(&self, _: u32, _: virt::HypercallInput) -> u64 {
-        0
-    }
-    fn pic_acknowledge(&self) -> Option<u8> {
-        None
-    }
-    fn eoi(&self, _: u8) {}
-}
 
 const CODE: u64 = 0x10_0000;
 
@@ -105,7 +79,7 @@ fn run(name: &str, code: Vec<u8>) {
     let t = Instant::now();
     let c0 = thread_cpu_seconds();
     vp.run_with(
-        &NoIo,
+        &virt::NoDevices,
         RunOptions {
             stop_on_halt: true,
             max_instructions: None,

@@ -341,6 +341,36 @@ pub trait ExitHandler: Sync {
     fn eoi(&self, vector: u8);
 }
 
+/// An [`ExitHandler`] with no devices behind it, for processors run on their own (benchmarks,
+/// differential tests): reads of ports and MMIO return all ones, writes are dropped, every
+/// MSR the backend does not own is #GP, hypercalls return 0, no ExtINT is pending.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoDevices;
+
+impl ExitHandler for NoDevices {
+    fn pio_read(&self, _: u32, _: u16, data: &mut [u8]) {
+        data.fill(0xff);
+    }
+    fn pio_write(&self, _: u32, _: u16, _: &[u8]) {}
+    fn mmio_read(&self, _: u32, _: u64, data: &mut [u8]) {
+        data.fill(0xff);
+    }
+    fn mmio_write(&self, _: u32, _: u64, _: &[u8]) {}
+    fn msr_read(&self, _: u32, _: u32) -> Option<u64> {
+        None
+    }
+    fn msr_write(&self, _: u32, _: u32, _: u64) -> bool {
+        false
+    }
+    fn hypercall(&self, _: u32, _: HypercallInput) -> u64 {
+        0
+    }
+    fn pic_acknowledge(&self) -> Option<u8> {
+        None
+    }
+    fn eoi(&self, _: u8) {}
+}
+
 /// Why [`Processor::run`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VpExit {
