@@ -610,22 +610,7 @@ fn translate_inner(
                 }
             }
         }
-        Mn::Jo
-        | Mn::Jno
-        | Mn::Jb
-        | Mn::Jae
-        | Mn::Je
-        | Mn::Jne
-        | Mn::Jbe
-        | Mn::Ja
-        | Mn::Js
-        | Mn::Jns
-        | Mn::Jp
-        | Mn::Jnp
-        | Mn::Jl
-        | Mn::Jge
-        | Mn::Jle
-        | Mn::Jg => {
+        m if is_jcc(m) => {
             op.imm = ins.near_branch_target().wrapping_sub(ins.next_ip());
             let s = near_size(ins);
             macro_rules! j {
