@@ -102,14 +102,36 @@ pub(crate) fn to_f64(v: F80) -> f64 {
         // Unnormal: invalid.
         return f64::from_bits(0xfff8_0000_0000_0000);
     }
-    // value = mant * 2^(e - 16383 - 63)
-    let m = v.mant as f64; // rounds to 53 bits
-    let exp = e.max(1) - 16383 - 63;
-    // In two steps so the power of two itself never underflows when the result is a
-    // denormal (2^exp alone can be below f64's range while mant * 2^exp is not); the clamp
-    // keeps huge and tiny exponents infinite or zero as appropriate.
-    let r = m * 2f64.powi(exp.clamp(-1074 - 64, 1100) + 64) * 2f64.powi(-64);
-    f64::from_bits(r.to_bits() | sign)
+    // value = mant * 2^(max(e, 1) - 16383 - 63), rounded in integers: host float arithmetic
+    // (powi in particular) is not exact for results near f64's denormal range.
+    let lz = v.mant.leading_zeros();
+    let m = v.mant << lz; // leading one at bit 63
+    let exp = e.max(1) - 16383 - lz as i32; // value = m / 2^63 * 2^exp
+    if exp > 1023 {
+        return f64::from_bits(sign | 0x7ff0_0000_0000_0000);
+    }
+    // Keep the top bits of `m` at the scale of f64's last place: 2^(exp-52) for normals,
+    // 2^-1074 for denormals; `shift` is how many low bits of `m` are rounded away.
+    let shift = if exp >= -1022 { 11 } else { (-1011 - exp) as u32 };
+    let (mut q, rem, half) = if shift >= 64 {
+        (0, if shift == 64 { m } else { 0 }, 1u64 << 63)
+    } else {
+        (m >> shift, m & ((1u64 << shift) - 1), 1u64 << (shift - 1))
+    };
+    if rem > half || (rem == half && q & 1 == 1) {
+        q += 1;
+    }
+    let bits = if exp >= -1022 {
+        // q is in [2^52, 2^53]: adding it to the exponent field carries a rounding overflow.
+        (((exp + 1022) as u64) << 52) + q
+    } else {
+        // A denormal; q == 2^52 is exactly the smallest normal's encoding.
+        q
+    };
+    if bits >= 0x7ff0_0000_0000_0000 {
+        return f64::from_bits(sign | 0x7ff0_0000_0000_0000);
+    }
+    f64::from_bits(bits | sign)
 }
 
 /// FSW with TOP.
@@ -991,5 +1013,30 @@ mod tests {
                 assert_eq!(to_f64(v).to_bits(), f.to_bits(), "{bits:#x} round trip");
             }
         }
+    }
+
+    /// Narrowing rounds to nearest-even in integers, at both ends of f64's range, whatever the
+    /// host's floating-point library does with extreme powers of two.
+    #[test]
+    fn narrowing_rounds_to_nearest_even_at_every_scale() {
+        let one = |se: u16, mant: u64| to_f64(F80 { mant, se }).to_bits();
+        // 1 + 2^-53 (a tie) -> 1.0; 1 + 3*2^-54 -> 1 + 2^-52.
+        assert_eq!(one(16383, (1 << 63) | (1 << 10)), 1f64.to_bits());
+        assert_eq!(one(16383, (1 << 63) | (3 << 9)), 1f64.to_bits() + 1);
+        // All ones rounds up into the next binade.
+        assert_eq!(one(16383, u64::MAX), 2f64.to_bits());
+        // Largest finite rounds up to infinity; 2^1024 is infinity.
+        assert_eq!(one(16383 + 1023, u64::MAX), f64::INFINITY.to_bits());
+        assert_eq!(one(16383 + 1024, 1 << 63), f64::INFINITY.to_bits());
+        // Half the smallest denormal is a tie with zero (even) -> 0; a bit more -> 2^-1074.
+        assert_eq!(one(16383 - 1075, 1 << 63), 0);
+        assert_eq!(one(16383 - 1075, (1 << 63) | 1), 1);
+        // Far below the range: zero, with the sign kept.
+        assert_eq!(one(0x8000 | 1, 1 << 63), (-0f64).to_bits());
+        // The largest denormal plus a rounding carry becomes the smallest normal.
+        assert_eq!(one(16383 - 1023, u64::MAX), 1 << 52);
+        // A value in the middle of the range is exact.
+        let x = 12345.678_f64;
+        assert_eq!(to_f64(from_f64(x)).to_bits(), x.to_bits());
     }
 }
