@@ -96,8 +96,10 @@ pub struct I8042 {
     /// The output buffer.
     output: Option<(u8, Source)>,
     last_output: u8,
-    /// Controller responses, delivered before device data.
-    controller_queue: Queue,
+    /// Bytes the controller itself places in the output buffer (command responses and the
+    /// 0xd2/0xd3 loopbacks, tagged with the port they pose as): delivered before device data
+    /// and whatever the port-disable bits say.
+    controller_queue: VecDeque<(u8, Source)>,
     kbd_queue: Queue,
     aux_queue: Queue,
     /// Keyboard command waiting for its parameter.
@@ -134,7 +136,7 @@ impl I8042 {
             last_was_command: false,
             output: None,
             last_output: 0,
-            controller_queue: Queue::default(),
+            controller_queue: VecDeque::new(),
             kbd_queue: Queue::default(),
             aux_queue: Queue::default(),
             kbd_pending: None,
@@ -189,8 +191,8 @@ impl I8042 {
     fn pump(&mut self) {
         if self.output.is_none() {
             let ctr = self.ctr();
-            self.output = if let Some(b) = self.controller_queue.0.pop_front() {
-                Some((b, Source::Keyboard))
+            self.output = if let Some(b) = self.controller_queue.pop_front() {
+                Some(b)
             } else if ctr & CTR_KBD_DISABLE == 0
                 && let Some(b) = self.kbd_queue.0.pop_front()
             {
@@ -221,7 +223,13 @@ impl I8042 {
     }
 
     fn respond(&mut self, byte: u8) {
-        self.controller_queue.push(&[byte]);
+        self.controller_output(byte, Source::Keyboard);
+    }
+
+    fn controller_output(&mut self, byte: u8, source: Source) {
+        if self.controller_queue.len() < QUEUE_LIMIT {
+            self.controller_queue.push_back((byte, source));
+        }
     }
 
     fn read_data(&mut self) -> u8 {
@@ -287,8 +295,10 @@ impl I8042 {
         match self.pending_command.take() {
             Some(cmd @ 0x60..=0x7f) => self.ram[usize::from(cmd & 0x1f)] = value,
             Some(0xd1) => self.write_output_port(value),
-            Some(0xd2) => self.kbd_queue.push(&[value]),
-            Some(0xd3) => self.aux_queue.push(&[value]),
+            // Loopbacks come from the controller, so a disabled port does not hold them back
+            // (Linux probes for an active multiplexer with the AUX port disabled).
+            Some(0xd2) => self.controller_output(value, Source::Keyboard),
+            Some(0xd3) => self.controller_output(value, Source::Aux),
             Some(0xd4) => {
                 self.ram[0] &= !CTR_AUX_DISABLE;
                 self.mouse_command(value);
@@ -489,6 +499,26 @@ mod tests {
         assert_eq!(r.drain()[0] & CTR_AUX_DISABLE, 0);
     }
 
+    /// `i8042_set_mux_mode`: AUX loopbacks with both ports disabled and interrupts off
+    /// (CTR 0x30) are answered at once; a controller that held them back cost Linux a 500 ms
+    /// read timeout at every boot.
+    #[test]
+    fn aux_loopback_is_answered_with_the_ports_disabled() {
+        let mut r = rig();
+        r.cmd(0x60);
+        r.data(CTR_KBD_DISABLE | CTR_AUX_DISABLE);
+        for b in [0xf0, 0x56, 0xa4] {
+            r.cmd(0xd3);
+            r.data(b);
+            assert_eq!(
+                r.status() & (STATUS_OBF | STATUS_AUX),
+                STATUS_OBF | STATUS_AUX
+            );
+            assert!(!r.irq.level(12), "AUX interrupts are off in the CTR");
+            assert_eq!(r.drain(), [b]);
+        }
+    }
+
     /// `atkbd_probe`: GETID through IRQ 1, then SETLEDS and enable.
     #[test]
     fn keyboard_identifies_itself() {
@@ -536,8 +566,7 @@ mod tests {
     fn disabled_ports_hold_their_data_and_interrupt_enables_gate_irqs() {
         let mut r = rig();
         r.cmd(0xad);
-        r.cmd(0xd2);
-        r.data(0x1c);
+        r.dev.keyboard_input(&[0x1c]);
         assert_eq!(r.status() & STATUS_OBF, 0, "keyboard disabled");
         r.cmd(0xae);
         assert_eq!(r.drain(), [0x1c]);
@@ -600,7 +629,7 @@ mod tests {
             }
             assert!(r.dev.kbd_queue.0.len() <= QUEUE_LIMIT);
             assert!(r.dev.aux_queue.0.len() <= QUEUE_LIMIT);
-            assert!(r.dev.controller_queue.0.len() <= QUEUE_LIMIT);
+            assert!(r.dev.controller_queue.len() <= QUEUE_LIMIT);
         }
     }
 }
