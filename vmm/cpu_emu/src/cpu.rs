@@ -171,6 +171,9 @@ pub struct Cpu {
     pub(crate) tlb_sel: usize,
     /// End the current block after this instruction.
     pub(crate) exit_req: bool,
+    /// Bytes of a fused op that retired before it faulted (see `exec::fused`): the fault is
+    /// reported at `start + fault_skip`. Zero except on that error path.
+    pub(crate) fault_skip: u8,
     /// This processor stored into a page holding decoded code: look blocks up afresh.
     pub(crate) smc: bool,
     /// The code epoch of guest memory when last checked (see `Vp::events`).
@@ -244,6 +247,7 @@ impl Cpu {
             sp_mask: 0xffff,
             tlb_sel: 0,
             exit_req: false,
+            fault_skip: 0,
             smc: false,
             seen_code_epoch: 0,
             countdown: 0,
@@ -474,7 +478,8 @@ impl Cpu {
 
     /// A store hit a page holding decoded code: end the block, and validate the next block
     /// against the code generations instead of following a chain link.
-    #[inline]
+    #[cold]
+    #[inline(never)]
     pub(crate) fn code_written(&mut self) {
         self.exit_req = true;
         self.smc = true;

@@ -352,7 +352,7 @@ impl Cpu {
         let off = lin & 0xfff;
         if e.w == lin >> 12 && off <= 4096 - S::BYTES {
             let host = e.host + off;
-            if self.mem.store(host, S::W, v) == guest_mem::StoreResult::CodeInvalidated {
+            if self.mem.store_in_page(host, S::W, v) == guest_mem::StoreResult::CodeInvalidated {
                 self.code_written();
             }
             return Ok(());
@@ -511,7 +511,7 @@ impl Cpu {
     ) -> Result<(), Ex> {
         match loc {
             Loc::Host(off) => {
-                if self.mem.store(off, S::W, v) == guest_mem::StoreResult::CodeInvalidated {
+                if self.mem.store_in_page(off, S::W, v) == guest_mem::StoreResult::CodeInvalidated {
                     self.code_written();
                 }
                 Ok(())

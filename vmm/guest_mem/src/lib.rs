@@ -491,6 +491,48 @@ impl GuestMemory {
         Some(code)
     }
 
+    /// [`Self::store`] for an access the caller knows stays inside one page (a software
+    /// TLB hit): one flags check on the fast path; anything else takes the general path.
+    #[inline(always)]
+    pub fn store_in_page(&self, offset: u64, width: Width, value: u64) -> StoreResult {
+        let page = (offset >> PAGE_SHIFT) as usize;
+        let plain = self
+            .inner
+            .page_flags
+            .get(page)
+            .is_some_and(|f| f.load(Ordering::Relaxed) & (FLAG_READONLY | FLAG_CODE) == 0);
+        if !plain || (offset & (PAGE_SIZE - 1)) + width.bytes() > PAGE_SIZE {
+            return self.store_general(offset, width, value);
+        }
+        let p = self.ptr(offset);
+        let aligned = (offset & (width.bytes() - 1)) == 0;
+        // SAFETY: the page is one of the mapping's pages (its flags exist: there is one per
+        // page of the mapping) and the access ends inside it (checked above). See `load` for
+        // the atomicity model.
+        unsafe {
+            match (width, aligned) {
+                (Width::U8, _) => AtomicU8::from_ptr(p).store(value as u8, Ordering::Relaxed),
+                (Width::U16, true) => {
+                    AtomicU16::from_ptr(p.cast()).store(value as u16, Ordering::Relaxed)
+                }
+                (Width::U32, true) => {
+                    AtomicU32::from_ptr(p.cast()).store(value as u32, Ordering::Relaxed)
+                }
+                (Width::U64, true) => AtomicU64::from_ptr(p.cast()).store(value, Ordering::Relaxed),
+                (Width::U16, false) => p.cast::<u16>().write_unaligned(value as u16),
+                (Width::U32, false) => p.cast::<u32>().write_unaligned(value as u32),
+                (Width::U64, false) => p.cast::<u64>().write_unaligned(value),
+            }
+        }
+        StoreResult::Stored
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn store_general(&self, offset: u64, width: Width, value: u64) -> StoreResult {
+        self.store(offset, width, value)
+    }
+
     /// Stores the low `width` bytes of `value` at a host offset from [`Self::translate`].
     #[inline]
     pub fn store(&self, offset: u64, width: Width, value: u64) -> StoreResult {
