@@ -49,7 +49,9 @@ pub(crate) mod msr {
 
 /// IA32_ARCH_CAPABILITIES: this CPU has none of the speculative-execution flaws those bits
 /// describe (RDCL_NO, SKIP_L1DFL_VMENTRY, SSB_NO, MDS_NO, PSCHANGE_MC_NO, TAA_NO,
-/// SBDR_SSDP_NO, FBSDP_NO, PSDP_NO, PBRSB_NO, GDS_NO, RFDS_NO).
+/// SBDR_SSDP_NO, FBSDP_NO, PSDP_NO, BHI_NO, PBRSB_NO, GDS_NO, RFDS_NO, ITS_NO): it does not
+/// speculate. Without ITS_NO a guest that sees the hypervisor bit assumes it may run on
+/// affected hardware and sends every return through one shared thunk.
 const ARCH_CAP: u64 = 1
     | (1 << 3)
     | (1 << 4)
@@ -59,9 +61,11 @@ const ARCH_CAP: u64 = 1
     | (1 << 13)
     | (1 << 14)
     | (1 << 15)
+    | (1 << 20)
     | (1 << 24)
     | (1 << 26)
-    | (1 << 27);
+    | (1 << 27)
+    | (1 << 62);
 
 impl Cpu {
     /// The guest's TSC at VM time `ns`.
