@@ -1251,3 +1251,141 @@ fn is_far_mem(ins: &Instruction) -> bool {
         C::Jmp_m1616 | C::Jmp_m1632 | C::Jmp_m1664 | C::Call_m1616 | C::Call_m1632 | C::Call_m1664
     )
 }
+
+/// Whether `ins` can be the first half of a fused op with a conditional branch (see
+/// `exec::fused`).
+pub(crate) fn fusable(ins: &Instruction, bitness: u32) -> bool {
+    bitness != 16 && !ins.has_lock_prefix() && fuse_form(ins).is_some()
+}
+
+/// What a fusable first instruction is.
+#[derive(Clone, Copy)]
+enum First {
+    /// A two-operand ALU operation in this `exec::fused` form.
+    Alu(u8),
+    /// `inc`/`dec reg`.
+    Unary,
+}
+
+/// The fused form and operand size of a first instruction, if it has one.
+fn fuse_form(ins: &Instruction) -> Option<(First, u32)> {
+    use crate::exec::fused::*;
+    let m = ins.mnemonic();
+    let compare = matches!(m, Mn::Cmp | Mn::Test);
+    let alu = matches!(m, Mn::Add | Mn::Sub | Mn::And | Mn::Or | Mn::Xor);
+    let o1 = if ins.op_count() > 1 {
+        opnd(ins, 1)
+    } else {
+        Opnd::Other
+    };
+    let (first, s) = match (opnd(ins, 0), o1) {
+        (Opnd::Reg(_, s), Opnd::Reg(..)) if compare || alu => (First::Alu(RM_R_REG), s),
+        (Opnd::Mem(s), Opnd::Reg(..)) if compare => (First::Alu(RM_R_MEM), s),
+        (Opnd::Reg(_, s), Opnd::Imm(_)) if compare || alu => (First::Alu(RM_I_REG), s),
+        (Opnd::Reg(_, s), Opnd::Mem(_)) if m == Mn::Cmp => (First::Alu(R_M), s),
+        (Opnd::Reg(_, s), Opnd::Other) if matches!(m, Mn::Inc | Mn::Dec) && ins.op_count() == 1 => {
+            (First::Unary, s)
+        }
+        _ => return None,
+    };
+    matches!(s, 1 | 4 | 8).then_some((first, s))
+}
+
+/// Fuses `first` (an instruction for which [`fusable`] held, decoded as `first_op`) with
+/// `next` when `next` is a conditional branch. Returns the op that replaces `first_op`.
+pub(crate) fn fuse(first: &Instruction, first_op: &Op, next: &Instruction) -> Option<Op> {
+    use crate::exec::fused::*;
+    if !is_jcc(next.mnemonic()) {
+        return None;
+    }
+    let (kind, s) = fuse_form(first)?;
+    let cc = cc_of(next);
+    let m = first.mnemonic();
+    // Compares branch on any condition; the others (which also write a result) on the
+    // zero and sign conditions loops and masks use, to bound the number of handlers.
+    if !matches!(m, Mn::Cmp | Mn::Test) && !matches!(cc, 4 | 5 | 8 | 9) {
+        return None;
+    }
+    let disp = next.near_branch_target().wrapping_sub(next.next_ip());
+    let mut op = *first_op;
+    op.len = first_op.len.checked_add(next.len() as u8)?;
+    op.x = first_op.len;
+    op.x2 = match near_size(next) {
+        2 => 0,
+        4 => 1,
+        _ => 2,
+    };
+    if matches!(kind, First::Alu(RM_I_REG)) {
+        op.disp = disp;
+    } else {
+        op.imm = disp;
+    }
+    if op.base == RIP as u8 {
+        // RIP-relative operands are relative to the end of the op, now the branch's end.
+        op.disp = op.disp.wrapping_sub(next.len() as u64);
+    }
+    fn alu<O: AluOp, const FORM: u8, const CC: u8>(s: u32) -> Handler {
+        match s {
+            1 => alu_jcc::<O, B, FORM, CC>,
+            4 => alu_jcc::<O, D, FORM, CC>,
+            _ => alu_jcc::<O, Q, FORM, CC>,
+        }
+    }
+    fn unary<U: UnOp, const CC: u8>(s: u32) -> Handler {
+        match s {
+            1 => unary_jcc::<U, B, CC>,
+            4 => unary_jcc::<U, D, CC>,
+            _ => unary_jcc::<U, Q, CC>,
+        }
+    }
+    /// Any condition (compares).
+    fn any_cc<O: AluOp, const FORM: u8>(s: u32, cc: u8) -> Handler {
+        macro_rules! c {
+            ($c:literal) => {
+                alu::<O, FORM, $c>(s)
+            };
+        }
+        cc16!(cc, c)
+    }
+    /// Zero and sign conditions, register forms (operations that store).
+    fn zs_cc<O: AluOp>(form: u8, s: u32, cc: u8) -> Handler {
+        match (form, cc) {
+            (RM_R_REG, 4) => alu::<O, RM_R_REG, 4>(s),
+            (RM_R_REG, 5) => alu::<O, RM_R_REG, 5>(s),
+            (RM_R_REG, 8) => alu::<O, RM_R_REG, 8>(s),
+            (RM_R_REG, _) => alu::<O, RM_R_REG, 9>(s),
+            (_, 4) => alu::<O, RM_I_REG, 4>(s),
+            (_, 5) => alu::<O, RM_I_REG, 5>(s),
+            (_, 8) => alu::<O, RM_I_REG, 8>(s),
+            _ => alu::<O, RM_I_REG, 9>(s),
+        }
+    }
+    fn compare<O: AluOp>(form: u8, s: u32, cc: u8) -> Handler {
+        match form {
+            RM_R_REG => any_cc::<O, RM_R_REG>(s, cc),
+            RM_R_MEM => any_cc::<O, RM_R_MEM>(s, cc),
+            RM_I_REG => any_cc::<O, RM_I_REG>(s, cc),
+            _ => any_cc::<O, R_M>(s, cc),
+        }
+    }
+    fn unary_cc<U: UnOp>(s: u32, cc: u8) -> Handler {
+        match cc {
+            4 => unary::<U, 4>(s),
+            5 => unary::<U, 5>(s),
+            8 => unary::<U, 8>(s),
+            _ => unary::<U, 9>(s),
+        }
+    }
+    op.f = match (kind, m) {
+        (First::Unary, Mn::Inc) => unary_cc::<Inc>(s, cc),
+        (First::Unary, _) => unary_cc::<Dec>(s, cc),
+        (First::Alu(f), Mn::Cmp) => compare::<Cmp>(f, s, cc),
+        (First::Alu(f), Mn::Test) => compare::<Test>(f, s, cc),
+        (First::Alu(f), Mn::Add) => zs_cc::<Add>(f, s, cc),
+        (First::Alu(f), Mn::Sub) => zs_cc::<Sub>(f, s, cc),
+        (First::Alu(f), Mn::And) => zs_cc::<And>(f, s, cc),
+        (First::Alu(f), Mn::Or) => zs_cc::<Or>(f, s, cc),
+        (First::Alu(f), _) => zs_cc::<Xor>(f, s, cc),
+    };
+    Some(op)
+}

@@ -271,6 +271,8 @@ impl CodeCache {
         let mut dec = Decoder::with_ip(bitness, &buf[..avail], rip, self.dec_options);
         let mut ins = Instruction::default();
         let mut ops = Vec::with_capacity(16);
+        let mut prev = Instruction::default();
+        let mut prev_fusable = false;
         loop {
             let pos = dec.position();
             if pos >= avail {
@@ -294,7 +296,16 @@ impl CodeCache {
             }
             let (op, end) =
                 crate::decode::translate(&ins, bitness, &buf[pos..pos + ilen], &self.feat);
-            ops.push(op);
+            // A compare or test followed by a conditional branch runs as one op.
+            match ops.last_mut() {
+                Some(last) if prev_fusable => match crate::decode::fuse(&prev, last, &ins) {
+                    Some(f) => *last = f,
+                    None => ops.push(op),
+                },
+                _ => ops.push(op),
+            }
+            prev_fusable = crate::decode::fusable(&ins, bitness);
+            prev = ins;
             if end || ops.len() >= MAX_BLOCK {
                 break;
             }
@@ -522,7 +533,8 @@ impl Vp {
             cpu.regs[RIP] = next;
             if let Err(e) = (op.f)(cpu, op, io) {
                 if !matches!(e, Ex::Halt) {
-                    cpu.regs[RIP] = start;
+                    let skip = std::mem::take(&mut cpu.fault_skip);
+                    cpu.regs[RIP] = start.wrapping_add(u64::from(skip));
                 } else {
                     n += 1;
                 }

@@ -112,7 +112,11 @@ pub(crate) fn to_f64(v: F80) -> f64 {
     }
     // Keep the top bits of `m` at the scale of f64's last place: 2^(exp-52) for normals,
     // 2^-1074 for denormals; `shift` is how many low bits of `m` are rounded away.
-    let shift = if exp >= -1022 { 11 } else { (-1011 - exp) as u32 };
+    let shift = if exp >= -1022 {
+        11
+    } else {
+        (-1011 - exp) as u32
+    };
     let (mut q, rem, half) = if shift >= 64 {
         (0, if shift == 64 { m } else { 0 }, 1u64 << 63)
     } else {

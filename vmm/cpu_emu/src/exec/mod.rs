@@ -6,6 +6,7 @@ pub(crate) mod alu;
 pub(crate) mod atomic;
 pub(crate) mod bits;
 pub(crate) mod branch;
+pub(crate) mod fused;
 pub(crate) mod muldiv;
 pub(crate) mod stack;
 pub(crate) mod string;
