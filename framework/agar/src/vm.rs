@@ -478,10 +478,37 @@ pub struct Vm {
 
 fn short_run_dir(n: u32) -> Result<PathBuf> {
     // Unix socket paths are limited to 108 bytes: keep sockets out of the output folder.
-    let d = std::env::temp_dir().join(format!("agar-{}-{n}", std::process::id()));
+    let tmp = std::env::temp_dir();
+    if n == 0 {
+        sweep_stale_run_dirs(&tmp);
+    }
+    let d = tmp.join(format!("agar-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).map_err(Error::io(&d))?;
     Ok(d)
+}
+
+/// Removes `agar-<pid>-<n>` socket folders left by test processes that were killed (a
+/// nextest timeout, Ctrl-C) before their `Vm` was dropped: their pid no longer runs.
+fn sweep_stale_run_dirs(tmp: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("agar-")) else {
+            continue;
+        };
+        let Some((pid, n)) = rest.split_once('-') else {
+            continue;
+        };
+        let (Ok(pid), Ok(_)) = (pid.parse::<u32>(), n.parse::<u32>()) else {
+            continue;
+        };
+        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 impl Vm {
@@ -831,5 +858,33 @@ impl Drop for Vm {
             process::kill_group(self.shared.pid, rustix::process::Signal::KILL);
         }
         let _ = std::fs::remove_dir_all(&self.run_dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sweep_stale_run_dirs;
+
+    #[test]
+    fn stale_socket_folders_of_dead_processes_are_swept() {
+        let root = std::env::temp_dir().join(format!("agar-sweep-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        // A process that has exited: its pid is (almost certainly) free.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let stale = root.join(format!("agar-{dead}-0"));
+        let mine = root.join(format!("agar-{}-1", std::process::id()));
+        let other = root.join("agar-cache-dev");
+        for d in [&stale, &mine, &other] {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::write(d.join("agent.sock"), b"").unwrap();
+        }
+        sweep_stale_run_dirs(&root);
+        assert!(!stale.exists(), "a dead process's folder is removed");
+        assert!(mine.exists(), "this process's folders stay");
+        assert!(other.exists(), "folders that are not run folders stay");
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }
