@@ -406,28 +406,16 @@ pub struct MediaRef {
     pub initrd: Sha256,
 }
 
-/// An MBR hard disk that boots [`BootFiles`] with syslinux.
+/// What every BIOS medium offers (building, the cache key); [`BiosDisk`] and [`BiosIso`]
+/// dereference to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BiosDisk {
+pub struct BiosMedium {
     files: BootFiles,
-    format: DiskFormat,
+    kind: MediumKind,
+    disk_format: DiskFormat,
 }
 
-impl BiosDisk {
-    /// A VHD (dynamic) booting `files`.
-    pub fn new(files: BootFiles) -> Self {
-        Self {
-            files,
-            format: DiskFormat::Vhd,
-        }
-    }
-
-    /// Another image format.
-    pub fn format(mut self, format: DiskFormat) -> Self {
-        self.format = format;
-        self
-    }
-
+impl BiosMedium {
     /// What it boots.
     pub fn files(&self) -> &BootFiles {
         &self.files
@@ -458,59 +446,63 @@ impl BiosDisk {
     fn spec(&self) -> Spec<'_> {
         Spec {
             files: &self.files,
-            kind: MediumKind::Disk,
-            format: self.format.as_str(),
-            disk_format: self.format,
+            kind: self.kind,
+            format: match self.kind {
+                MediumKind::Iso => "iso",
+                MediumKind::Disk => self.disk_format.as_str(),
+            },
+            disk_format: self.disk_format,
         }
+    }
+}
+
+/// An MBR hard disk that boots [`BootFiles`] with syslinux.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BiosDisk(BiosMedium);
+
+impl BiosDisk {
+    /// A VHD (dynamic) booting `files`.
+    pub fn new(files: BootFiles) -> Self {
+        Self(BiosMedium {
+            files,
+            kind: MediumKind::Disk,
+            disk_format: DiskFormat::Vhd,
+        })
+    }
+
+    /// Another image format.
+    pub fn format(mut self, format: DiskFormat) -> Self {
+        self.0.disk_format = format;
+        self
+    }
+}
+
+impl std::ops::Deref for BiosDisk {
+    type Target = BiosMedium;
+    fn deref(&self) -> &BiosMedium {
+        &self.0
     }
 }
 
 /// An El Torito CD/DVD image that boots [`BootFiles`] with isolinux.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BiosIso {
-    files: BootFiles,
-}
+pub struct BiosIso(BiosMedium);
 
 impl BiosIso {
     /// An ISO booting `files`.
     pub fn new(files: BootFiles) -> Self {
-        Self { files }
-    }
-
-    /// What it boots.
-    pub fn files(&self) -> &BootFiles {
-        &self.files
-    }
-
-    /// The medium from the cache, built there first if needed, with the host's tools.
-    pub fn build(&self, cache: &Cache) -> Result<Medium, MediaError> {
-        self.build_with(cache, Toolchain::system())
-    }
-
-    /// Like [`Self::build`], with the given tools.
-    pub fn build_with(&self, cache: &Cache, tools: &Toolchain) -> Result<Medium, MediaError> {
-        build_cached(&self.spec(), cache, tools)
-    }
-
-    /// Builds the medium at `out` (replacing it), without the cache.
-    pub fn write_to(&self, out: &Path, tools: &Toolchain) -> Result<(), MediaError> {
-        write_uncached(&self.spec(), out, tools)
-    }
-
-    /// The cache key (the hash of every input), without building anything.
-    pub fn key(&self, tools: &Toolchain) -> Result<Sha256, MediaError> {
-        let spec = self.spec();
-        let inspected = spec.files.inspect()?;
-        spec.key(&inspected, tools)
-    }
-
-    fn spec(&self) -> Spec<'_> {
-        Spec {
-            files: &self.files,
+        Self(BiosMedium {
+            files,
             kind: MediumKind::Iso,
-            format: "iso",
             disk_format: DiskFormat::Raw,
-        }
+        })
+    }
+}
+
+impl std::ops::Deref for BiosIso {
+    type Target = BiosMedium;
+    fn deref(&self) -> &BiosMedium {
+        &self.0
     }
 }
 
