@@ -504,11 +504,22 @@ impl GuestMemory {
         if !plain || (offset & (PAGE_SIZE - 1)) + width.bytes() > PAGE_SIZE {
             return self.store_general(offset, width, value);
         }
+        self.put(offset, width, value);
+        StoreResult::Stored
+    }
+
+    /// Writes the low `width` bytes of `value` at `offset`, which the caller has checked:
+    /// `offset + width` is inside the mapping. Panics (never writes out of bounds) otherwise.
+    #[inline(always)]
+    fn put(&self, offset: u64, width: Width, value: u64) {
+        assert!(
+            self.in_bounds(offset, width.bytes()),
+            "guest_mem: unchecked store"
+        );
         let p = self.ptr(offset);
         let aligned = (offset & (width.bytes() - 1)) == 0;
-        // SAFETY: the page is one of the mapping's pages (its flags exist: there is one per
-        // page of the mapping) and the access ends inside it (checked above). See `load` for
-        // the atomicity model.
+        // SAFETY: `p..p+width` is inside the mapping (asserted above). Aligned stores are
+        // atomic because other threads may access the same memory; see `load`.
         unsafe {
             match (width, aligned) {
                 (Width::U8, _) => AtomicU8::from_ptr(p).store(value as u8, Ordering::Relaxed),
@@ -524,7 +535,6 @@ impl GuestMemory {
                 (Width::U64, false) => p.cast::<u64>().write_unaligned(value),
             }
         }
-        StoreResult::Stored
     }
 
     #[cold]
@@ -539,24 +549,7 @@ impl GuestMemory {
         let Some(code) = self.store_flags(offset, width) else {
             return StoreResult::Dropped;
         };
-        let p = self.ptr(offset);
-        let aligned = (offset & (width.bytes() - 1)) == 0;
-        // SAFETY: in bounds (checked by `store_flags`); see `load` for the atomicity model.
-        unsafe {
-            match (width, aligned) {
-                (Width::U8, _) => AtomicU8::from_ptr(p).store(value as u8, Ordering::Relaxed),
-                (Width::U16, true) => {
-                    AtomicU16::from_ptr(p.cast()).store(value as u16, Ordering::Relaxed)
-                }
-                (Width::U32, true) => {
-                    AtomicU32::from_ptr(p.cast()).store(value as u32, Ordering::Relaxed)
-                }
-                (Width::U64, true) => AtomicU64::from_ptr(p.cast()).store(value, Ordering::Relaxed),
-                (Width::U16, false) => p.cast::<u16>().write_unaligned(value as u16),
-                (Width::U32, false) => p.cast::<u32>().write_unaligned(value as u32),
-                (Width::U64, false) => p.cast::<u64>().write_unaligned(value),
-            }
-        }
+        self.put(offset, width, value);
         if code {
             self.invalidate_range(offset, width.bytes());
             StoreResult::CodeInvalidated

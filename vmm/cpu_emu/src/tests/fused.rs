@@ -2,8 +2,6 @@
 //! the two instructions run one by one.
 
 use iced_x86::code_asm::*;
-use virt::Processor;
-use virt::SegmentRegister;
 
 use super::harness::*;
 use crate::vp::Stop;
@@ -102,34 +100,8 @@ fn a_faulting_fused_compare_reports_the_compare() {
 
 #[test]
 fn a_fused_branch_past_the_code_segment_limit_faults_at_the_branch_after_the_compare() {
-    let mut m = Machine::new();
-    m.write_gdt();
-    let seg = |sel: u16, limit: u32, attr: u16| SegmentRegister {
-        base: 0,
-        limit,
-        selector: sel,
-        attributes: attr,
-    };
-    let mut s = virt::SpecialRegisters::reset();
-    s.cs = seg(KCODE32, 0x8fff, 0x409b);
-    s.ds = seg(KDATA, 0xffff_ffff, 0xc093);
-    s.es = s.ds;
-    s.ss = s.ds;
-    s.fs = s.ds;
-    s.gs = s.ds;
-    s.gdtr = virt::TableRegister {
-        base: GDT,
-        limit: 0x7f,
-    };
-    s.idtr = virt::TableRegister {
-        base: IDT,
-        limit: 0x7ff,
-    };
-    s.cr0 = 0x11;
-    m.vp.set_special_registers(&s).unwrap();
-    // #GP -> 0x9000 through the flat 32-bit code descriptor.
-    let gate = 0x9000u64 | (u64::from(KCODE32) << 16) | (0x8e00u64 << 32);
-    m.w64(IDT + 13 * 8, gate);
+    let mut m = Machine::protected_mode32(0x8fff, 0x409b);
+    m.set_gate32(13, 0x9000); // #GP, through the flat 32-bit code descriptor
     let main = asm(32, 0x8000, |a| {
         a.mov(eax, 1u32)?;
         a.cmp(eax, 2)?; // ZF = 0, CF = 1

@@ -214,6 +214,46 @@ impl Machine {
         m
     }
 
+    /// A 32-bit interrupt gate for `vector` to `handler` in `KCODE32`.
+    pub fn set_gate32(&self, vector: u8, handler: u32) {
+        let gate = u64::from(handler & 0xffff)
+            | (u64::from(KCODE32) << 16)
+            | (0x8e00u64 << 32)
+            | (u64::from(handler >> 16) << 48);
+        self.w64(IDT + 8 * u64::from(vector), gate);
+    }
+
+    /// Puts the processor in 32-bit protected mode at CPL 0 (no paging) with the standard
+    /// GDT and IDT, flat data segments and CS = `KCODE32` with the given limit and attributes.
+    pub fn protected_mode32(cs_limit: u32, cs_attributes: u16) -> Machine {
+        let mut m = Machine::new();
+        m.write_gdt();
+        let seg = |selector: u16, limit: u32, attributes: u16| SegmentRegister {
+            base: 0,
+            limit,
+            selector,
+            attributes,
+        };
+        let mut s = SpecialRegisters::reset();
+        s.cs = seg(KCODE32, cs_limit, cs_attributes);
+        s.ds = seg(KDATA, 0xffff_ffff, 0xc093);
+        s.es = s.ds;
+        s.ss = s.ds;
+        s.fs = s.ds;
+        s.gs = s.ds;
+        s.gdtr = virt::TableRegister {
+            base: GDT,
+            limit: 0x7f,
+        };
+        s.idtr = virt::TableRegister {
+            base: IDT,
+            limit: 0x7ff,
+        };
+        s.cr0 = 0x11;
+        m.vp.set_special_registers(&s).unwrap();
+        m
+    }
+
     /// Advances the partition's (manual) clock.
     pub fn advance_clock(&self, ns: u64) {
         self.vp.cpu.shared.clock.advance(ns);

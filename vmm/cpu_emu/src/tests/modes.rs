@@ -118,34 +118,8 @@ fn real_mode_software_interrupt_goes_through_the_ivt() {
 
 #[test]
 fn protected_mode_general_protection_fault_pushes_the_selector() {
-    let mut m = Machine::new();
-    m.write_gdt();
-    let flat = |sel: u16, attr: u16| SegmentRegister {
-        base: 0,
-        limit: 0xffff_ffff,
-        selector: sel,
-        attributes: attr,
-    };
-    let mut s = virt::SpecialRegisters::reset();
-    s.cs = flat(KCODE32, 0xc09b);
-    s.ds = flat(KDATA, 0xc093);
-    s.es = s.ds;
-    s.ss = s.ds;
-    s.fs = s.ds;
-    s.gs = s.ds;
-    s.gdtr = virt::TableRegister {
-        base: GDT,
-        limit: 0x7f,
-    };
-    s.idtr = virt::TableRegister {
-        base: IDT,
-        limit: 0x7ff,
-    };
-    s.cr0 = 0x11;
-    m.vp.set_special_registers(&s).unwrap();
-    // 32-bit interrupt gate for #GP (13) -> 0x9000.
-    let gate = 0x9000u64 | (u64::from(KCODE32) << 16) | (0x8e00u64 << 32);
-    m.w64(IDT + 13 * 8, gate);
+    let mut m = Machine::protected_mode32(0xffff_ffff, 0xc09b);
+    m.set_gate32(13, 0x9000); // #GP, through the flat 32-bit code descriptor
     let main = asm(32, 0x8000, |a| {
         a.mov(eax, 0x1233u32)?;
         a.mov(ds, ax)?; // GDT index 0x246 is past the limit: #GP(0x1230), RPL dropped
