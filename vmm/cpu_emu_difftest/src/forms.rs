@@ -34,6 +34,8 @@ pub struct Form {
     /// Distinct immediates to try (1: the form has none).
     imms: u32,
     fx: Fx,
+    /// Divides the number of cases (families with many similar forms).
+    fewer: u64,
 }
 
 impl Form {
@@ -45,7 +47,14 @@ impl Form {
             prep: None,
             imms,
             fx: Fx::Exact,
+            fewer: 1,
         }
+    }
+
+    /// Runs `1/d` of the usual number of cases.
+    pub fn fewer(mut self, d: u64) -> Form {
+        self.fewer = d.max(1);
+        self
     }
 
     pub fn flags_by(mut self, f: impl Fn(&State, u64) -> u64 + 'static) -> Form {
@@ -105,7 +114,7 @@ pub fn check(forms: Vec<Form>) {
             let code = stub(&|a| (form.emit)(a, imm));
             let native = NativeStub::new(&code);
             emu.load(&code);
-            for _ in 0..n.div_ceil(u64::from(form.imms)) {
+            for _ in 0..n.div_ceil(u64::from(form.imms) * form.fewer) {
                 let mut input = State::random(&mut rng);
                 if let Some(p) = &form.prep {
                     p(&mut input, &mut rng, imm);

@@ -30,6 +30,8 @@ mod harness;
 #[cfg(test)]
 mod int_forms;
 #[cfg(test)]
+mod pair_forms;
+#[cfg(test)]
 mod rng;
 #[cfg(test)]
 mod sse_forms;
