@@ -33,6 +33,18 @@ struct Run {
     stderr: String,
 }
 
+impl Run {
+    /// Exit status, stderr and the console's last 30 lines, for assertion messages.
+    fn context(&self) -> String {
+        format!(
+            "status {}; stderr:\n{}\nconsole tail:\n{}",
+            self.status,
+            self.stderr,
+            self.console[self.console.len().saturating_sub(30)..].join("\n")
+        )
+    }
+}
+
 /// Boots `kernel` (`debian12_k61` or `debian12_k612`) with the shell on the console; once the
 /// readiness marker is out, types `commands` into the shell. Returns when agar-vmm exits.
 fn boot(kernel: &str, commands: &str) -> Run {
@@ -108,14 +120,7 @@ fn boots_and_powers_off(kernel: &str) {
         kernel,
         "echo cpus=$(grep -c ^processor /proc/cpuinfo); grep MemTotal /proc/meminfo; poweroff -f\n",
     );
-    let ctx = || {
-        format!(
-            "status {}; stderr:\n{}\nconsole tail:\n{}",
-            run.status,
-            run.stderr,
-            run.console[run.console.len().saturating_sub(30)..].join("\n")
-        )
-    };
+    let ctx = || run.context();
     assert!(run.console.iter().any(|l| l == READY), "{}", ctx());
     assert!(
         run.stderr.contains("hypervisor: "),
@@ -154,14 +159,7 @@ fn boots_and_powers_off(kernel: &str) {
 /// A kernel panic (sysrq crash) reaches agar-vmm through pvpanic: exit 5, last line naming it.
 fn panic_exits_5(kernel: &str) {
     let run = boot(kernel, "echo c > /proc/sysrq-trigger\n");
-    let ctx = || {
-        format!(
-            "status {}; stderr:\n{}\nconsole tail:\n{}",
-            run.status,
-            run.stderr,
-            run.console[run.console.len().saturating_sub(30)..].join("\n")
-        )
-    };
+    let ctx = || run.context();
     assert!(
         run.console
             .iter()

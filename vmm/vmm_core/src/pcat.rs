@@ -404,10 +404,13 @@ mod tests {
         ));
     }
 
-    /// The platform on a port bus, as the firmware sees it: fw_cfg signature and files, the
-    /// PCI functions, and the IDE bus master appearing where BAR4 is programmed.
-    #[test]
-    fn platform_through_the_port_bus() {
+    /// The platform with one 8-sector IDE disk on a fresh port bus, its interrupts recorded
+    /// and halt requests ignored.
+    fn test_platform(processors: u32) -> (Pcat, PioBus) {
+        struct NoHalt;
+        impl device_api::HaltSink for NoHalt {
+            fn request_halt(&self, _: device_api::HaltRequest) {}
+        }
         let l = layout();
         let mem = GuestMemory::new(&memory_regions(&l, 256 << 10)).unwrap();
         let hd = IdeAttachment {
@@ -416,24 +419,27 @@ mod tests {
         };
         let irqs = device_api::TestIrqTarget::new();
         let mut pio = PioBus::new();
-        struct NoHalt;
-        impl device_api::HaltSink for NoHalt {
-            fn request_halt(&self, _: device_api::HaltRequest) {}
-        }
-        let halt = Arc::new(NoHalt);
         let pcat = build(
             PcatParts {
                 memory: &mem,
                 layout: &l,
-                processors: 2,
+                processors,
                 ide: std::slice::from_ref(&hd),
                 ide_irqs: [irqs.line(14), irqs.line(15)],
-                acpi: &acpi::AcpiConfig::pc(2),
-                halt,
+                acpi: &acpi::AcpiConfig::pc(processors),
+                halt: Arc::new(NoHalt),
             },
             &mut pio,
         )
         .unwrap();
+        (pcat, pio)
+    }
+
+    /// The platform on a port bus, as the firmware sees it: fw_cfg signature and files, the
+    /// PCI functions, and the IDE bus master appearing where BAR4 is programmed.
+    #[test]
+    fn platform_through_the_port_bus() {
+        let (pcat, pio) = test_platform(2);
 
         // fw_cfg signature through the legacy data port.
         pio.write(fw_cfg::PORT_SELECTOR, &0u16.to_le_bytes());
@@ -500,31 +506,7 @@ mod tests {
     fn exits_follow_the_bus_master_bar() {
         use virt::ExitHandler;
 
-        let l = layout();
-        let mem = GuestMemory::new(&memory_regions(&l, 256 << 10)).unwrap();
-        let hd = IdeAttachment {
-            disk: mem_disk(8),
-            optical: false,
-        };
-        let irqs = device_api::TestIrqTarget::new();
-        struct NoHalt;
-        impl device_api::HaltSink for NoHalt {
-            fn request_halt(&self, _: device_api::HaltRequest) {}
-        }
-        let mut pio = PioBus::new();
-        let pcat = build(
-            PcatParts {
-                memory: &mem,
-                layout: &l,
-                processors: 1,
-                ide: std::slice::from_ref(&hd),
-                ide_irqs: [irqs.line(14), irqs.line(15)],
-                acpi: &acpi::AcpiConfig::pc(1),
-                halt: Arc::new(NoHalt),
-            },
-            &mut pio,
-        )
-        .unwrap();
+        let (pcat, pio) = test_platform(1);
         let exits = crate::exits::MachineExits::new(
             pio,
             device_api::MmioBus::new(),
