@@ -30,12 +30,7 @@ fn long_mode_vp(code: &[u8]) -> Vp {
         .unwrap();
     mem.write_at(CODE, code).unwrap();
     let mut vp = Vp::standalone(mem);
-    let flat = |sel, attr| virt::SegmentRegister {
-        base: 0,
-        limit: 0xffff_ffff,
-        selector: sel,
-        attributes: attr,
-    };
+    let flat = virt::SegmentRegister::flat;
     let mut s = vp.special_registers().unwrap();
     s.cs = flat(8, 0xa09b);
     s.ds = flat(0x10, 0xc093);

@@ -200,12 +200,7 @@ impl Emu {
         mem.write_at(WRAPPER, &a.assemble(WRAPPER).unwrap())
             .unwrap();
         let mut vp = Vp::standalone(mem.clone());
-        let flat = |sel, attr| virt::SegmentRegister {
-            base: 0,
-            limit: 0xffff_ffff,
-            selector: sel,
-            attributes: attr,
-        };
+        let flat = virt::SegmentRegister::flat;
         let mut s = vp.special_registers().unwrap();
         s.cs = flat(8, 0xa09b);
         s.ds = flat(0x10, 0xc093);

@@ -77,18 +77,8 @@ pub fn long_mode_state(rip: u64, gdt: u64, page_tables: u64) -> (Registers, Spec
         rip,
         rflags: 2,
     };
-    let code = SegmentRegister {
-        base: 0,
-        limit: 0xffff_ffff,
-        selector: CODE64_SELECTOR,
-        attributes: CODE64_ATTRIBUTES,
-    };
-    let data = SegmentRegister {
-        base: 0,
-        limit: 0xffff_ffff,
-        selector: DATA_SELECTOR,
-        attributes: DATA_ATTRIBUTES,
-    };
+    let code = SegmentRegister::flat(CODE64_SELECTOR, CODE64_ATTRIBUTES);
+    let data = SegmentRegister::flat(DATA_SELECTOR, DATA_ATTRIBUTES);
     let mut s = SpecialRegisters::reset();
     s.cs = code;
     s.ds = data;

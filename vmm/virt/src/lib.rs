@@ -72,6 +72,16 @@ pub struct SegmentRegister {
 }
 
 impl SegmentRegister {
+    /// A segment with base 0 and a 4 GiB limit (flat protected or long mode).
+    pub fn flat(selector: u16, attributes: u16) -> Self {
+        Self {
+            base: 0,
+            limit: 0xffff_ffff,
+            selector,
+            attributes,
+        }
+    }
+
     /// Present bit.
     pub fn present(&self) -> bool {
         self.attributes & 0x80 != 0

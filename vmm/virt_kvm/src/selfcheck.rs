@@ -234,18 +234,8 @@ pub fn run(hv: &KvmHypervisor, timeout: Duration) -> Result<(), VirtError> {
     let cpuid = hv.supported_cpuid()?;
     let mut vp = partition.create_processor(0, &cpuid)?;
     let mut s = vp.special_registers()?;
-    let code = SegmentRegister {
-        base: 0,
-        limit: 0xffff_ffff,
-        selector: 0x08,
-        attributes: 0xa09b,
-    };
-    let data = SegmentRegister {
-        base: 0,
-        limit: 0xffff_ffff,
-        selector: 0x10,
-        attributes: 0xc093,
-    };
+    let code = SegmentRegister::flat(0x08, 0xa09b);
+    let data = SegmentRegister::flat(0x10, 0xc093);
     s.cs = code;
     s.ds = data;
     s.es = data;

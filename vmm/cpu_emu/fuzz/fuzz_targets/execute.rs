@@ -134,14 +134,6 @@ fn setup_tables(m: &GuestMemory, rom: &[u8]) {
     m.load_image(ROM, rom).unwrap();
 }
 
-fn flat(sel: u16, attr: u16) -> SegmentRegister {
-    SegmentRegister {
-        base: 0,
-        limit: 0xffff_ffff,
-        selector: sel,
-        attributes: attr,
-    }
-}
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 9 {
@@ -190,8 +182,8 @@ fuzz_target!(|data: &[u8]| {
                 let g = (h & 0xffff) | (0x40 << 16) | (0xee00u64 << 32) | ((h >> 16) << 48);
                 mem.write_plain(IDT + 8 * v, &g).unwrap();
             }
-            s.cs = flat(0x40, 0xc09b);
-            s.ds = flat(0x10, 0xc093);
+            s.cs = SegmentRegister::flat(0x40, 0xc09b);
+            s.ds = SegmentRegister::flat(0x10, 0xc093);
             s.es = s.ds;
             s.ss = s.ds;
             s.fs = s.ds;
@@ -211,14 +203,14 @@ fuzz_target!(|data: &[u8]| {
             // 64-bit mode, CPL 0 (mode 2) or CPL 3 (mode 3).
             let user = mode == 3;
             s.cs = if user {
-                flat(0x2b, 0xa0fb)
+                SegmentRegister::flat(0x2b, 0xa0fb)
             } else {
-                flat(0x08, 0xa09b)
+                SegmentRegister::flat(0x08, 0xa09b)
             };
             s.ss = if user {
-                flat(0x23, 0xc0f3)
+                SegmentRegister::flat(0x23, 0xc0f3)
             } else {
-                flat(0x10, 0xc093)
+                SegmentRegister::flat(0x10, 0xc093)
             };
             s.ds = s.ss;
             s.es = s.ss;

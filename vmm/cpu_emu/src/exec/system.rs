@@ -737,15 +737,6 @@ pub(crate) fn swapgs(c: &mut Cpu, _: &Op, _: &dyn ExitHandler) -> Res {
     Ok(())
 }
 
-fn flat(sel: u16, attr: u16) -> SegmentRegister {
-    SegmentRegister {
-        base: 0,
-        limit: 0xffff_ffff,
-        selector: sel,
-        attributes: attr,
-    }
-}
-
 pub(crate) fn syscall(c: &mut Cpu, _: &Op, _: &dyn ExitHandler) -> Res {
     if c.efer & EFER_SCE == 0 || c.mode != Mode::Long {
         return ud();
@@ -755,8 +746,8 @@ pub(crate) fn syscall(c: &mut Cpu, _: &Op, _: &dyn ExitHandler) -> Res {
     c.regs[1] = next;
     c.regs[11] = f & !flags::RF;
     let sel = ((c.msr.star >> 32) & 0xfffc) as u16;
-    c.seg[CS] = flat(sel, 0xa09b);
-    c.seg[SS] = flat(sel.wrapping_add(8), 0xc093);
+    c.seg[CS] = SegmentRegister::flat(sel, 0xa09b);
+    c.seg[SS] = SegmentRegister::flat(sel.wrapping_add(8), 0xc093);
     c.set_rflags_raw(f & !c.msr.sfmask & !flags::RF);
     c.regs[RIP] = c.msr.lstar;
     c.update_mode();
@@ -776,13 +767,13 @@ pub(crate) fn sysret(c: &mut Cpu, op: &Op, _: &dyn ExitHandler) -> Res {
         if ((rip << 16) as i64 >> 16) as u64 != rip {
             return gp0();
         }
-        c.seg[CS] = flat(base.wrapping_add(16) | 3, 0xa0fb);
+        c.seg[CS] = SegmentRegister::flat(base.wrapping_add(16) | 3, 0xa0fb);
         c.regs[RIP] = rip;
     } else {
-        c.seg[CS] = flat(base | 3, 0xc0fb);
+        c.seg[CS] = SegmentRegister::flat(base | 3, 0xc0fb);
         c.regs[RIP] = rip & 0xffff_ffff;
     }
-    c.seg[SS] = flat(base.wrapping_add(8) | 3, 0xc0f3);
+    c.seg[SS] = SegmentRegister::flat(base.wrapping_add(8) | 3, 0xc0f3);
     let f = (c.regs[11] & 0x3c_7fd7) | 2;
     c.set_rflags_raw(f);
     c.update_mode();
@@ -797,8 +788,8 @@ pub(crate) fn sysenter(c: &mut Cpu, _: &Op, _: &dyn ExitHandler) -> Res {
     let sel = (c.msr.sysenter_cs & 0xfffc) as u16;
     let lma = c.efer & EFER_LMA != 0;
     c.flags &= !(flags::VM | flags::IF | flags::RF);
-    c.seg[CS] = flat(sel, if lma { 0xa09b } else { 0xc09b });
-    c.seg[SS] = flat(sel.wrapping_add(8), 0xc093);
+    c.seg[CS] = SegmentRegister::flat(sel, if lma { 0xa09b } else { 0xc09b });
+    c.seg[SS] = SegmentRegister::flat(sel.wrapping_add(8), 0xc093);
     c.regs[4] = if lma {
         c.msr.sysenter_esp
     } else {
@@ -826,13 +817,13 @@ pub(crate) fn sysexit(c: &mut Cpu, op: &Op, _: &dyn ExitHandler) -> Res {
         if ((rip << 16) as i64 >> 16) as u64 != rip || ((rsp << 16) as i64 >> 16) as u64 != rsp {
             return gp0();
         }
-        c.seg[CS] = flat(base.wrapping_add(32) | 3, 0xa0fb);
-        c.seg[SS] = flat(base.wrapping_add(40) | 3, 0xc0f3);
+        c.seg[CS] = SegmentRegister::flat(base.wrapping_add(32) | 3, 0xa0fb);
+        c.seg[SS] = SegmentRegister::flat(base.wrapping_add(40) | 3, 0xc0f3);
         c.regs[4] = rsp;
         c.regs[RIP] = rip;
     } else {
-        c.seg[CS] = flat(base.wrapping_add(16) | 3, 0xc0fb);
-        c.seg[SS] = flat(base.wrapping_add(24) | 3, 0xc0f3);
+        c.seg[CS] = SegmentRegister::flat(base.wrapping_add(16) | 3, 0xc0fb);
+        c.seg[SS] = SegmentRegister::flat(base.wrapping_add(24) | 3, 0xc0f3);
         c.regs[4] = c.regs[1] & 0xffff_ffff;
         c.regs[RIP] = c.regs[2] & 0xffff_ffff;
     }

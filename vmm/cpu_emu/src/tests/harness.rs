@@ -228,15 +228,12 @@ impl Machine {
     pub fn protected_mode32(cs_limit: u32, cs_attributes: u16) -> Machine {
         let mut m = Machine::new();
         m.write_gdt();
-        let seg = |selector: u16, limit: u32, attributes: u16| SegmentRegister {
-            base: 0,
-            limit,
-            selector,
-            attributes,
-        };
         let mut s = SpecialRegisters::reset();
-        s.cs = seg(KCODE32, cs_limit, cs_attributes);
-        s.ds = seg(KDATA, 0xffff_ffff, 0xc093);
+        s.cs = SegmentRegister {
+            limit: cs_limit,
+            ..SegmentRegister::flat(KCODE32, cs_attributes)
+        };
+        s.ds = SegmentRegister::flat(KDATA, 0xc093);
         s.es = s.ds;
         s.ss = s.ds;
         s.fs = s.ds;
@@ -301,12 +298,7 @@ pub(crate) fn prepare_long_mode_memory(mem: &GuestMemory) {
 
 /// Segment and control registers of 64-bit mode at CPL 0 (see `prepare_long_mode_memory`).
 pub(crate) fn long_mode_sregs() -> SpecialRegisters {
-    let flat = |sel: u16, attr: u16| SegmentRegister {
-        base: 0,
-        limit: 0xffff_ffff,
-        selector: sel,
-        attributes: attr,
-    };
+    let flat = virt::SegmentRegister::flat;
     SpecialRegisters {
         cs: flat(KCODE, 0xa09b),
         ds: flat(KDATA, 0xc093),
