@@ -453,8 +453,12 @@ fn run_body(case: &Case, dir: &Path, start: Instant) -> (Result<(), String>, Tim
             live = process::live_group_members(vm.pid());
         }
         if !live.is_empty() {
-            process::kill_group(vm.pid(), rustix::process::Signal::KILL);
-            leftovers.push(format!("{}: pids {live:?}", vm.vmm_name()));
+            let survivors = process::kill_group_and_wait(vm.pid(), Duration::from_secs(5));
+            let mut entry = format!("{}: pids {live:?}", vm.vmm_name());
+            if !survivors.is_empty() {
+                entry.push_str(&format!(" (still alive after SIGKILL: {survivors:?})"));
+            }
+            leftovers.push(entry);
         }
     }
     timings.teardown_ms = Some(body_end.elapsed().as_millis() as u64);

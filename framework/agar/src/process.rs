@@ -76,6 +76,22 @@ pub fn kill_group(pgid: u32, signal: rustix::process::Signal) {
     }
 }
 
+/// Sends SIGKILL to group `pgid` and waits, at most `timeout`, until none of its
+/// processes is alive. SIGKILL takes effect when the target is next scheduled, so on a
+/// loaded host a process can look alive for a moment after `kill` returns. Returns the
+/// pids still alive at the deadline (normally none).
+pub fn kill_group_and_wait(pgid: u32, timeout: std::time::Duration) -> Vec<u32> {
+    kill_group(pgid, rustix::process::Signal::KILL);
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let live = live_group_members(pgid);
+        if live.is_empty() || std::time::Instant::now() >= deadline {
+            return live;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// Pids of processes in group `pgid` that are alive (not zombies).
 pub fn live_group_members(pgid: u32) -> Vec<u32> {
     let mut out = Vec::new();
@@ -162,13 +178,13 @@ mod tests {
             }
             assert_eq!(stat_state_pgrp(pid).unwrap().1, pid);
             assert!(live_group_members(pid).len() >= 2);
-            kill_group(pid, rustix::process::Signal::KILL);
-            child.wait().await.unwrap();
-            let start = Instant::now();
-            while !live_group_members(pid).is_empty() && start.elapsed() < Duration::from_secs(5) {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            // Returns only once the whole group is dead, before anyone reaps the shell.
+            assert_eq!(
+                kill_group_and_wait(pid, Duration::from_secs(5)),
+                Vec::<u32>::new()
+            );
             assert_eq!(live_group_members(pid), Vec::<u32>::new());
+            child.wait().await.unwrap();
         });
     }
 
