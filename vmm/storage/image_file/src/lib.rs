@@ -13,8 +13,11 @@
 //! Short reads are errors (`UnexpectedEof`): a format that needs to read past the end of its
 //! file is looking at a truncated or corrupt image, and the caller reports it as such.
 
+mod chain;
 mod error;
 
+pub use chain::ChainedImage;
+pub use chain::open_chain;
 pub use error::Error;
 pub use error::ErrorKind;
 pub use error::ImageFormat;

@@ -1,15 +1,14 @@
 //! Opening an image by path, following a differencing image's parent locators.
 
-use std::fs::File;
 use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use image_file::ChainedImage;
 use image_file::ImageFile;
 
 use crate::DiskType;
 use crate::Error;
-use crate::ErrorKind;
 use crate::MAX_CHAIN_DEPTH;
 use crate::Result;
 use crate::Vhd;
@@ -21,61 +20,26 @@ const MAX_LOCATOR_BYTES: u32 = 64 * 1024;
 /// Opens the image at `path`; for a differencing image, finds, opens (read-only) and attaches
 /// its parents, up to [`MAX_CHAIN_DEPTH`] deep.
 pub fn open_path(path: &Path, read_only: bool) -> Result<Vhd> {
-    open_chain(path, read_only, &mut Vec::new())
+    image_file::open_chain(path, read_only, MAX_CHAIN_DEPTH)
 }
 
-fn open_chain(path: &Path, read_only: bool, seen: &mut Vec<PathBuf>) -> Result<Vhd> {
-    let open_err = |e| Error::with_source(ErrorKind::Io, format!("opening {}", path.display()), e);
-    let canonical = path.canonicalize().map_err(open_err)?;
-    if seen.contains(&canonical) {
-        return Err(Error::new(
-            ErrorKind::Parent,
-            format!("parent chain loops back to {}", path.display()),
-        ));
+impl ChainedImage for Vhd {
+    type Format = crate::error::VhdFormat;
+
+    fn open_file(file: Arc<dyn ImageFile>, read_only: bool) -> Result<Self> {
+        Self::open(file, read_only)
     }
-    if seen.len() >= MAX_CHAIN_DEPTH {
-        return Err(Error::new(
-            ErrorKind::Parent,
-            format!("parent chain is deeper than {MAX_CHAIN_DEPTH}"),
-        ));
-    }
-    seen.push(canonical);
-    let file = File::options()
-        .read(true)
-        .write(!read_only)
-        .open(path)
-        .map_err(open_err)?;
-    let mut vhd = Vhd::open(Arc::new(file), read_only)?;
-    if vhd.disk_type() != DiskType::Differencing {
-        return Ok(vhd);
-    }
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let candidates = vhd.parent_candidates(dir)?;
-    let mut first_error = None;
-    for candidate in &candidates {
-        if !candidate.is_file() {
-            continue;
+
+    fn parent_locations(&self, dir: &Path) -> Result<Option<Vec<PathBuf>>> {
+        if self.disk_type() != DiskType::Differencing {
+            return Ok(None);
         }
-        let attempt =
-            open_chain(candidate, true, seen).and_then(|parent| vhd.set_parent(Arc::new(parent)));
-        match attempt {
-            Ok(()) => return Ok(vhd),
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
-        }
+        Ok(Some(self.parent_candidates(dir)?))
     }
-    Err(first_error.unwrap_or_else(|| {
-        let tried: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
-        Error::new(
-            ErrorKind::Parent,
-            format!(
-                "parent of {} not found (tried: {})",
-                path.display(),
-                tried.join(", ")
-            ),
-        )
-    }))
+
+    fn set_parent(&mut self, parent: Arc<Self>) -> Result<()> {
+        Vhd::set_parent(self, parent)
+    }
 }
 
 impl Vhd {

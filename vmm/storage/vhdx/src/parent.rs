@@ -1,12 +1,12 @@
 //! Opening an image by path, following a differencing image's parent locator.
 
-use std::fs::File;
 use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::Error;
-use crate::ErrorKind;
+use image_file::ChainedImage;
+use image_file::ImageFile;
+
 use crate::MAX_CHAIN_DEPTH;
 use crate::Result;
 use crate::Vhdx;
@@ -14,59 +14,26 @@ use crate::Vhdx;
 /// Opens the image at `path`; for a differencing image, finds, opens (read-only) and attaches
 /// its parents, up to [`MAX_CHAIN_DEPTH`] deep.
 pub fn open_path(path: &Path, read_only: bool) -> Result<Vhdx> {
-    open_chain(path, read_only, &mut Vec::new())
+    image_file::open_chain(path, read_only, MAX_CHAIN_DEPTH)
 }
 
-fn open_chain(path: &Path, read_only: bool, seen: &mut Vec<PathBuf>) -> Result<Vhdx> {
-    let open_err = |e| Error::with_source(ErrorKind::Io, format!("opening {}", path.display()), e);
-    let canonical = path.canonicalize().map_err(open_err)?;
-    if seen.contains(&canonical) {
-        return Err(Error::new(
-            ErrorKind::Parent,
-            format!("parent chain loops back to {}", path.display()),
-        ));
+impl ChainedImage for Vhdx {
+    type Format = crate::error::VhdxFormat;
+
+    fn open_file(file: Arc<dyn ImageFile>, read_only: bool) -> Result<Self> {
+        Self::open(file, read_only)
     }
-    if seen.len() >= MAX_CHAIN_DEPTH {
-        return Err(Error::new(
-            ErrorKind::Parent,
-            format!("parent chain is deeper than {MAX_CHAIN_DEPTH}"),
-        ));
-    }
-    seen.push(canonical);
-    let file = File::options()
-        .read(true)
-        .write(!read_only)
-        .open(path)
-        .map_err(open_err)?;
-    let mut vhdx = Vhdx::open(Arc::new(file), read_only)?;
-    if !vhdx.has_parent() {
-        return Ok(vhdx);
-    }
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let candidates = vhdx.parent_candidates(dir);
-    let mut first_error = None;
-    for candidate in &candidates {
-        if !candidate.is_file() {
-            continue;
+
+    fn parent_locations(&self, dir: &Path) -> Result<Option<Vec<PathBuf>>> {
+        if !self.has_parent() {
+            return Ok(None);
         }
-        match open_chain(candidate, true, seen).and_then(|p| vhdx.set_parent(Arc::new(p))) {
-            Ok(()) => return Ok(vhdx),
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
-        }
+        Ok(Some(self.parent_candidates(dir)))
     }
-    Err(first_error.unwrap_or_else(|| {
-        let tried: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
-        Error::new(
-            ErrorKind::Parent,
-            format!(
-                "parent of {} not found (tried: {})",
-                path.display(),
-                tried.join(", ")
-            ),
-        )
-    }))
+
+    fn set_parent(&mut self, parent: Arc<Self>) -> Result<()> {
+        Vhdx::set_parent(self, parent)
+    }
 }
 
 impl Vhdx {
