@@ -26,6 +26,37 @@ pub trait ChainedImage: Sized {
 
     /// Attaches `parent`, checking that it is the one this image was made from.
     fn set_parent(&mut self, parent: Arc<Self>) -> Result<(), Error<Self::Format>>;
+
+    /// The virtual disk size in bytes.
+    fn disk_size(&self) -> u64;
+
+    /// Reads virtual-disk bytes at `offset` (sector-aligned, inside the disk).
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), Error<Self::Format>>;
+}
+
+/// Reads what a differencing image does not hold from its `parent`. A child may be larger
+/// than its parent: the part past the parent's end reads as zeros.
+pub fn read_from_parent<T: ChainedImage>(
+    parent: Option<&T>,
+    offset: u64,
+    buf: &mut [u8],
+) -> Result<(), Error<T::Format>> {
+    let parent = parent.ok_or_else(|| {
+        Error::new(
+            ErrorKind::Parent,
+            "differencing image has no parent attached",
+        )
+    })?;
+    let in_parent = parent
+        .disk_size()
+        .saturating_sub(offset)
+        .min(buf.len() as u64);
+    let (head, tail) = buf.split_at_mut(in_parent as usize);
+    if !head.is_empty() {
+        parent.read(offset, head)?;
+    }
+    tail.fill(0);
+    Ok(())
 }
 
 /// Opens the image at `path`; for a differencing image, finds, opens (read-only) and
@@ -117,7 +148,8 @@ mod tests {
 
         fn open_file(file: Arc<dyn ImageFile>, _read_only: bool) -> Result<Self, Error<Toy>> {
             let mut text = vec![0; file.size().map_err(|e| Error::io("size", e))? as usize];
-            file.read_at(0, &mut text).map_err(|e| Error::io("read", e))?;
+            file.read_at(0, &mut text)
+                .map_err(|e| Error::io("read", e))?;
             let text = String::from_utf8_lossy(&text).trim().to_string();
             let parents = match text.strip_prefix("child-of ") {
                 Some(names) => Some(names.split(' ').map(String::from).collect()),
@@ -141,6 +173,15 @@ mod tests {
         fn set_parent(&mut self, parent: Arc<Self>) -> Result<(), Error<Toy>> {
             self.depth = parent.depth + 1;
             self.parent = Some(parent);
+            Ok(())
+        }
+
+        fn disk_size(&self) -> u64 {
+            8
+        }
+
+        fn read(&self, _offset: u64, buf: &mut [u8]) -> Result<(), Error<Toy>> {
+            buf.fill(self.depth as u8);
             Ok(())
         }
     }
@@ -172,7 +213,11 @@ mod tests {
         assert!(e.context().contains("loops back"), "{}", e.context());
 
         for i in 0..5 {
-            write(dir.path(), &format!("c{i}"), &format!("child-of c{}", i + 1));
+            write(
+                dir.path(),
+                &format!("c{i}"),
+                &format!("child-of c{}", i + 1),
+            );
         }
         write(dir.path(), "c5", "base");
         let c0 = dir.path().join("c0");
@@ -191,5 +236,24 @@ mod tests {
         let bad = write(dir.path(), "bad", "child-of junk");
         let e = open_chain::<ToyImage>(&bad, true, 16).err().unwrap();
         assert_eq!(e.kind(), ErrorKind::Corrupt);
+    }
+
+    #[test]
+    fn reads_past_the_parents_end_are_zeros() {
+        let parent = ToyImage {
+            parents: None,
+            parent: None,
+            depth: 7,
+        };
+        let mut buf = [0xffu8; 12];
+        read_from_parent(Some(&parent), 4, &mut buf).unwrap();
+        assert_eq!(buf, [7, 7, 7, 7, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let mut buf = [0xffu8; 4];
+        read_from_parent(Some(&parent), 100, &mut buf).unwrap();
+        assert_eq!(buf, [0; 4]);
+        let e = read_from_parent::<ToyImage>(None, 0, &mut buf)
+            .err()
+            .unwrap();
+        assert_eq!(e.kind(), ErrorKind::Parent);
     }
 }

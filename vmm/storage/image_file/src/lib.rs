@@ -18,6 +18,7 @@ mod error;
 
 pub use chain::ChainedImage;
 pub use chain::open_chain;
+pub use chain::read_from_parent;
 pub use error::Error;
 pub use error::ErrorKind;
 pub use error::ImageFormat;

@@ -326,22 +326,7 @@ impl Vhd {
                 .file
                 .read_at(at, buf)
                 .map_err(|e| Error::io(format!("reading {} bytes at {at}", buf.len()), e)),
-            Source::Parent => {
-                let parent = self.parent.as_ref().ok_or_else(|| {
-                    Error::new(
-                        ErrorKind::Parent,
-                        "differencing image has no parent attached",
-                    )
-                })?;
-                // A child may be larger than its parent; the parent's missing tail reads zero.
-                let in_parent = parent.disk_size().saturating_sub(pos).min(buf.len() as u64);
-                let (head, tail) = buf.split_at_mut(in_parent as usize);
-                if !head.is_empty() {
-                    parent.read(pos, head)?;
-                }
-                tail.fill(0);
-                Ok(())
-            }
+            Source::Parent => image_file::read_from_parent(self.parent.as_deref(), pos, buf),
         }
     }
 

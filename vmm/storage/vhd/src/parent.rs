@@ -40,6 +40,14 @@ impl ChainedImage for Vhd {
     fn set_parent(&mut self, parent: Arc<Self>) -> Result<()> {
         Vhd::set_parent(self, parent)
     }
+
+    fn disk_size(&self) -> u64 {
+        Vhd::disk_size(self)
+    }
+
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        Vhd::read(self, offset, buf)
+    }
 }
 
 impl Vhd {

@@ -34,6 +34,14 @@ impl ChainedImage for Vhdx {
     fn set_parent(&mut self, parent: Arc<Self>) -> Result<()> {
         Vhdx::set_parent(self, parent)
     }
+
+    fn disk_size(&self) -> u64 {
+        Vhdx::disk_size(self)
+    }
+
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        Vhdx::read(self, offset, buf)
+    }
 }
 
 impl Vhdx {
