@@ -102,6 +102,20 @@ impl<D: ?Sized> RangeMap<D> {
         let e = self.entries.get(i.checked_sub(1)?)?;
         (addr <= e.end).then_some(e)
     }
+
+    /// Runs `access` on the device claiming `addr`; an error names the device (or
+    /// "unclaimed").
+    #[inline]
+    fn access(
+        &self,
+        addr: u64,
+        access: impl FnOnce(&mut D) -> Result<(), IoError>,
+    ) -> Result<(), (IoError, &str)> {
+        match self.find(addr) {
+            Some(e) => access(&mut *e.device.lock()).map_err(|err| (err, &*e.name)),
+            None => Err((IoError::InvalidRegister, "unclaimed")),
+        }
+    }
 }
 
 /// Logs guest-triggered bus events at most a few times per second per bus.
@@ -181,14 +195,7 @@ impl PioBus {
 
     /// Guest `IN`: fills `data`; all-ones when unclaimed or on error.
     pub fn read(&self, port: u16, data: &mut [u8]) {
-        let r = match self.map.find(u64::from(port)) {
-            Some(e) => e
-                .device
-                .lock()
-                .io_read(port, data)
-                .map_err(|err| (err, &*e.name)),
-            None => Err((IoError::InvalidRegister, "unclaimed")),
-        };
+        let r = self.map.access(u64::from(port), |d| d.io_read(port, data));
         if let Err((err, name)) = r {
             data.fill(0xff);
             if self.limit.allow() {
@@ -199,14 +206,7 @@ impl PioBus {
 
     /// Guest `OUT`: dropped when unclaimed or on error.
     pub fn write(&self, port: u16, data: &[u8]) {
-        let r = match self.map.find(u64::from(port)) {
-            Some(e) => e
-                .device
-                .lock()
-                .io_write(port, data)
-                .map_err(|err| (err, &*e.name)),
-            None => Err((IoError::InvalidRegister, "unclaimed")),
-        };
+        let r = self.map.access(u64::from(port), |d| d.io_write(port, data));
         if let Err((err, name)) = r
             && self.limit.allow()
         {
@@ -260,14 +260,7 @@ impl MmioBus {
 
     /// Guest load: fills `data`; all-ones when unclaimed or on error.
     pub fn read(&self, addr: u64, data: &mut [u8]) {
-        let r = match self.map.find(addr) {
-            Some(e) => e
-                .device
-                .lock()
-                .mmio_read(addr, data)
-                .map_err(|err| (err, &*e.name)),
-            None => Err((IoError::InvalidRegister, "unclaimed")),
-        };
+        let r = self.map.access(addr, |d| d.mmio_read(addr, data));
         if let Err((err, name)) = r {
             data.fill(0xff);
             if self.limit.allow() {
@@ -278,14 +271,7 @@ impl MmioBus {
 
     /// Guest store: dropped when unclaimed or on error.
     pub fn write(&self, addr: u64, data: &[u8]) {
-        let r = match self.map.find(addr) {
-            Some(e) => e
-                .device
-                .lock()
-                .mmio_write(addr, data)
-                .map_err(|err| (err, &*e.name)),
-            None => Err((IoError::InvalidRegister, "unclaimed")),
-        };
+        let r = self.map.access(addr, |d| d.mmio_write(addr, data));
         if let Err((err, name)) = r
             && self.limit.allow()
         {
