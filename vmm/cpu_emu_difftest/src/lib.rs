@@ -36,4 +36,6 @@ mod rng;
 #[cfg(test)]
 mod sse_forms;
 #[cfg(test)]
+mod string_forms;
+#[cfg(test)]
 mod x87_forms;

@@ -317,39 +317,39 @@ pub(crate) fn lods<S: Sz>(c: &mut Cpu, op: &Op, io: &dyn ExitHandler) -> Res {
 /// CMPS (compares [rSI] with [rDI]).
 pub(crate) fn cmps<S: Sz>(c: &mut Cpu, op: &Op, io: &dyn ExitHandler) -> Res {
     let am = AMASK[op.asz as usize & 3];
-    let mut elems = ELEM_BUDGET * 4;
-    loop {
-        if op.x != REP_NONE {
-            if c.regs[1] & am == 0 {
-                return Ok(());
-            }
-            if elems == 0 {
-                return Err(Ex::Restart);
-            }
-        }
+    rep_compare::<S>(c, op, |c| {
         let sl = c.lin_off_r(op.seg, c.regs[6] & am, S::BYTES)?;
         let a = c.read::<S>(sl, io)?;
         let dl = c.lin_off_r(ES as u8, c.regs[7] & am, S::BYTES)?;
         let b = c.read::<S>(dl, io)?;
-        let r = a.wrapping_sub(b) & S::MASK;
-        c.flags_sub::<S>(a, b, r);
         advance::<S>(c, 6, 1, op.asz);
         advance::<S>(c, 7, 1, op.asz);
-        if op.x == REP_NONE {
-            return Ok(());
-        }
-        dec_count(c, 1, op.asz);
-        elems -= 1;
-        if (op.x == REP_E && !c.zf()) || (op.x == REP_NE && c.zf()) {
-            return Ok(());
-        }
-    }
+        Ok((a, b))
+    })
 }
 
 /// SCAS (compares rAX with [rDI]).
 pub(crate) fn scas<S: Sz>(c: &mut Cpu, op: &Op, io: &dyn ExitHandler) -> Res {
     let am = AMASK[op.asz as usize & 3];
     let a = S::get(c, 0);
+    rep_compare::<S>(c, op, |c| {
+        let dl = c.lin_off_r(ES as u8, c.regs[7] & am, S::BYTES)?;
+        let b = c.read::<S>(dl, io)?;
+        advance::<S>(c, 7, 1, op.asz);
+        Ok((a, b))
+    })
+}
+
+/// The REP/REPE/REPNE loop of CMPS and SCAS: `element` loads the two operands of one
+/// comparison and advances the pointers; the flags are those of `a - b`. A fault in
+/// `element` leaves the registers as they were before that element.
+#[inline(always)]
+fn rep_compare<S: Sz>(
+    c: &mut Cpu,
+    op: &Op,
+    mut element: impl FnMut(&mut Cpu) -> Result<(u64, u64), Ex>,
+) -> Res {
+    let am = AMASK[op.asz as usize & 3];
     let mut elems = ELEM_BUDGET * 4;
     loop {
         if op.x != REP_NONE {
@@ -360,11 +360,9 @@ pub(crate) fn scas<S: Sz>(c: &mut Cpu, op: &Op, io: &dyn ExitHandler) -> Res {
                 return Err(Ex::Restart);
             }
         }
-        let dl = c.lin_off_r(ES as u8, c.regs[7] & am, S::BYTES)?;
-        let b = c.read::<S>(dl, io)?;
+        let (a, b) = element(c)?;
         let r = a.wrapping_sub(b) & S::MASK;
         c.flags_sub::<S>(a, b, r);
-        advance::<S>(c, 7, 1, op.asz);
         if op.x == REP_NONE {
             return Ok(());
         }
