@@ -226,7 +226,10 @@ mod tests {
         // it never counts a period before its deadline.
         let start = Instant::now();
         while fired.load(Ordering::Relaxed) < 50 {
-            assert!(start.elapsed() < Duration::from_secs(5), "the ticker stalled");
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "the ticker stalled"
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
         let n = u64::from(fired.load(Ordering::Relaxed));

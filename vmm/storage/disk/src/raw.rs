@@ -108,8 +108,29 @@ impl Disk for RawDisk {
     }
 
     fn unmap(&self, sector: u64, count: u64) -> Result<(), DiskError> {
-        // Advisory; punching holes would need fallocate, which std does not expose.
-        check_sectors(self, sector, count)
+        check_sectors(self, sector, count)?;
+        if self.read_only {
+            return Err(DiskError::new(
+                DiskErrorKind::ReadOnly,
+                "unmap on a read-only raw image",
+            ));
+        }
+        if count == 0 {
+            return Ok(());
+        }
+        // The range reads as zeros afterwards and its blocks go back to the host file
+        // system. Unmap is advisory, so a file system without hole punching (EOPNOTSUPP)
+        // just keeps the data.
+        let offset = sector * u64::from(SECTOR_SIZE);
+        let flags = rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE;
+        match rustix::fs::fallocate(&self.file, flags, offset, count * u64::from(SECTOR_SIZE)) {
+            Ok(()) => Ok(()),
+            Err(rustix::io::Errno::OPNOTSUPP) => Ok(()),
+            Err(e) => Err(DiskError::io(
+                format!("unmapping {count} sectors at {sector}"),
+                e.into(),
+            )),
+        }
     }
 
     fn describe(&self) -> String {

@@ -369,3 +369,39 @@ fn disk_ids_are_stable_hashes() {
     // Pinned: the serial a guest sees must not change between agar versions.
     assert_eq!(DiskId::from_hash(b"").serial(), "CBF29CE4842223256C62");
 }
+
+#[test]
+fn unmap_on_a_raw_file_punches_a_hole_that_reads_zeros() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.raw");
+    std::fs::write(&path, pattern(4 * MIB as usize, 3)).unwrap();
+    let blocks = || std::fs::metadata(&path).unwrap().blocks();
+    let before = blocks();
+    let disk = RawDisk::open(&path, false).unwrap();
+    // 1 MiB from 1 MiB, and a range that ends mid-block (zeroed, not deallocated).
+    disk.unmap(2048, 2048).unwrap();
+    disk.unmap(8191, 1).unwrap();
+    disk.unmap(0, 0).unwrap();
+    let data = read_vec(&disk, 0, 4 * MIB as usize);
+    let expect = pattern(4 * MIB as usize, 3);
+    assert_eq!(data[..MIB as usize], expect[..MIB as usize]);
+    assert!(data[MIB as usize..2 * MIB as usize].iter().all(|&b| b == 0));
+    assert_eq!(
+        data[2 * MIB as usize..4 * MIB as usize - 512],
+        expect[2 * MIB as usize..4 * MIB as usize - 512]
+    );
+    assert!(data[4 * MIB as usize - 512..].iter().all(|&b| b == 0));
+    // The host file system got the megabyte back (st_blocks counts 512-byte units).
+    assert!(before - blocks() >= 2048, "{before} -> {}", blocks());
+    assert_eq!(disk.sector_count(), 8192);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 4 * MIB);
+    // Out of range and read-only are errors that change nothing.
+    assert_eq!(
+        disk.unmap(8191, 2).unwrap_err().kind(),
+        DiskErrorKind::OutOfRange
+    );
+    let ro = RawDisk::open(&path, true).unwrap();
+    assert_eq!(ro.unmap(0, 8).unwrap_err().kind(), DiskErrorKind::ReadOnly);
+    assert_eq!(read_vec(&ro, 0, 4096), expect[..4096]);
+}
