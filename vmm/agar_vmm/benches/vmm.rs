@@ -274,16 +274,20 @@ struct Boot {
     instructions: u64,
 }
 
-/// Boots `cmd` to `agar-init: ready` and to its exit, or `None` if it does not get there in
-/// 10 minutes or does not exit successfully.
-fn boot_to_ready(mut cmd: Command) -> Option<Boot> {
+/// Longest a bench boot may take (both VMMs boot these kernels in seconds).
+const BOOT_LIMIT: Duration = Duration::from_secs(120);
+
+/// Boots `cmd` to `agar-init: ready` and to its exit, or says why not: it printed nothing
+/// for [`BOOT_LIMIT`] (then it is killed), or it did not exit successfully. The error names
+/// the last console line.
+fn boot_to_ready(mut cmd: Command) -> Result<Boot, String> {
     let started = Instant::now();
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .ok()?;
-    let err = BufReader::new(child.stderr.take()?);
+        .map_err(|e| format!("spawn: {e}"))?;
+    let err = BufReader::new(child.stderr.take().ok_or("no stderr")?);
     let err_thread = std::thread::spawn(move || {
         let mut n = 0u64;
         for line in err.lines().map_while(Result::ok) {
@@ -299,23 +303,55 @@ fn boot_to_ready(mut cmd: Command) -> Option<Boot> {
         }
         n
     });
-    let out = BufReader::new(child.stdout.take()?);
-    let mut ready = None;
-    for line in out.lines().map_while(Result::ok) {
-        if ready.is_none() && line.contains("agar-init: ready") {
-            ready = Some(started.elapsed());
+    // The console is read on its own thread so a guest that hangs silently still meets
+    // the deadline.
+    let out = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in out.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
         }
-        if started.elapsed() > Duration::from_secs(600) {
-            let _ = child.kill();
-            break;
+    });
+    let mut ready = None;
+    let mut last = String::new();
+    let mut timed_out = false;
+    loop {
+        let left = BOOT_LIMIT.saturating_sub(started.elapsed());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                if ready.is_none() && line.contains("agar-init: ready") {
+                    ready = Some(started.elapsed());
+                }
+                if !line.trim().is_empty() {
+                    last = line;
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                timed_out = true;
+                break;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
-    let status = child.wait().ok()?;
+    let status = child.wait().map_err(|e| format!("wait: {e}"))?;
     let exit = started.elapsed();
     let instructions = err_thread.join().unwrap_or(0);
-    (status.success()).then_some(())?;
-    Some(Boot {
-        ready: ready?,
+    let last = last.trim();
+    if timed_out {
+        return Err(format!(
+            "no power off within {} s (last console line: {last:?})",
+            BOOT_LIMIT.as_secs()
+        ));
+    }
+    if !status.success() {
+        return Err(format!("{status} (last console line: {last:?})"));
+    }
+    Ok(Boot {
+        ready: ready
+            .ok_or_else(|| format!("no `agar-init: ready` (last console line: {last:?})"))?,
         exit,
         instructions,
     })
@@ -381,17 +417,39 @@ fn linux_boot_rows(label: &str, kernel: &Path, initrd: &Path, runs: usize) {
     };
     let mut peer = Vec::new();
     let mut emu = Vec::new();
-    for _ in 0..runs {
-        let Some(q) = boot_to_ready(qemu()) else {
-            println!("[emu] {label}: QEMU did not boot the kernel: no peer for the Linux rows");
-            return;
-        };
-        peer.push(q);
-        let Some(e) = boot_to_ready(agar()) else {
-            println!("[emu] {label}: Linux did not reach agar-init: ready and power off");
-            return;
-        };
-        emu.push(e);
+    // The peer's failed boots are retried (QEMU TCG occasionally hangs a boot; counted and
+    // reported), agar-vmm's are a finding and end the row.
+    let mut peer_failures = Vec::new();
+    while emu.len() < runs {
+        match boot_to_ready(qemu()) {
+            Ok(q) => peer.push(q),
+            Err(e) => {
+                peer_failures.push(e);
+                if peer_failures.len() > runs {
+                    println!(
+                        "[emu] {label}: QEMU did not boot the kernel ({}): no peer for the Linux rows",
+                        peer_failures.join("; ")
+                    );
+                    return;
+                }
+                continue;
+            }
+        }
+        match boot_to_ready(agar()) {
+            Ok(e) => emu.push(e),
+            Err(e) => {
+                println!("[emu] {label}: agar-vmm's boot failed: {e}");
+                return;
+            }
+        }
+    }
+    if !peer_failures.is_empty() {
+        println!(
+            "[emu] {label}: QEMU TCG failed {} of {} boots, retried: {}",
+            peer_failures.len(),
+            peer_failures.len() + peer.len(),
+            peer_failures.join("; ")
+        );
     }
     let med = |v: &[Boot], f: fn(&Boot) -> Duration| median(v.iter().map(f).collect());
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
