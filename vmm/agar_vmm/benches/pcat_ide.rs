@@ -119,18 +119,10 @@ fn main() {
     let data = data_disk(mib);
     let p = |p: &Path| p.display().to_string();
 
-    let mut agar = Command::new(env!("CARGO_BIN_EXE_agar-vmm"));
-    agar.args([
-        "--pcat",
-        "--hypervisor",
-        "emu",
-        "-m",
-        "256MB",
-        "--com1",
-        "console",
-    ])
-    .args(["--ide", &format!("memdiff:file:{}", p(&boot))])
-    .args(["--ide", &format!("memdiff:file:{}", p(&data))]);
+    let agar = guest::pcat_emu_command(&[
+        &format!("memdiff:file:{}", p(&boot)),
+        &format!("memdiff:file:{}", p(&data)),
+    ]);
     let agar_rates = measure("agar-vmm (emu)", agar, mib, runs);
 
     let mut qemu = Command::new("qemu-system-x86_64");

@@ -10,7 +10,6 @@ mod common;
 
 use std::path::Path;
 use std::path::PathBuf;
-use std::process::Command;
 
 use common::guest::Guest;
 
@@ -57,19 +56,7 @@ fn expected(path: &Path) -> (u64, String) {
 
 /// agar-vmm on `emu` booting SeaBIOS from `ide`.
 fn start(ide: &str) -> Guest {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_agar-vmm"));
-    cmd.args([
-        "--pcat",
-        "--hypervisor",
-        "emu",
-        "-m",
-        "256MB",
-        "--com1",
-        "console",
-        "--ide",
-        ide,
-    ]);
-    Guest::spawn(cmd)
+    Guest::spawn(common::guest::pcat_emu_command(&[ide]))
 }
 
 fn ready(l: &str) -> Option<()> {

@@ -12,6 +12,25 @@ use std::sync::mpsc;
 use std::time::Duration;
 use std::time::Instant;
 
+/// agar-vmm on `emu` booting SeaBIOS with 256 MB, the console on COM1 (stdio), and the
+/// `ide` disk specs attached in order (the first is the boot disk).
+pub fn pcat_emu_command(ide: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_agar-vmm"));
+    cmd.args([
+        "--pcat",
+        "--hypervisor",
+        "emu",
+        "-m",
+        "256MB",
+        "--com1",
+        "console",
+    ]);
+    for spec in ide {
+        cmd.args(["--ide", spec]);
+    }
+    cmd
+}
+
 /// A running VMM whose COM1 (the guest's console shell) is this process's pipe.
 pub struct Guest {
     child: std::process::Child,
