@@ -446,12 +446,7 @@ fn run_body(case: &Case, dir: &Path, start: Instant) -> (Result<(), String>, Tim
     drop(rt);
     let mut leftovers = Vec::new();
     for vm in &vms {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut live = process::live_group_members(vm.pid());
-        while !live.is_empty() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-            live = process::live_group_members(vm.pid());
-        }
+        let live = process::wait_group_gone(vm.pid(), Duration::from_secs(5));
         if !live.is_empty() {
             let survivors = process::kill_group_and_wait(vm.pid(), Duration::from_secs(5));
             let mut entry = format!("{}: pids {live:?}", vm.vmm_name());

@@ -76,12 +76,9 @@ pub fn kill_group(pgid: u32, signal: rustix::process::Signal) {
     }
 }
 
-/// Sends SIGKILL to group `pgid` and waits, at most `timeout`, until none of its
-/// processes is alive. SIGKILL takes effect when the target is next scheduled, so on a
-/// loaded host a process can look alive for a moment after `kill` returns. Returns the
-/// pids still alive at the deadline (normally none).
-pub fn kill_group_and_wait(pgid: u32, timeout: std::time::Duration) -> Vec<u32> {
-    kill_group(pgid, rustix::process::Signal::KILL);
+/// Waits, at most `timeout`, until no process of group `pgid` is alive. Returns the pids
+/// still alive at the deadline (none when the group is gone).
+pub fn wait_group_gone(pgid: u32, timeout: std::time::Duration) -> Vec<u32> {
     let deadline = std::time::Instant::now() + timeout;
     loop {
         let live = live_group_members(pgid);
@@ -90,6 +87,15 @@ pub fn kill_group_and_wait(pgid: u32, timeout: std::time::Duration) -> Vec<u32> 
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
+}
+
+/// Sends SIGKILL to group `pgid` and waits, at most `timeout`, until none of its
+/// processes is alive. SIGKILL takes effect when the target is next scheduled, so on a
+/// loaded host a process can look alive for a moment after `kill` returns. Returns the
+/// pids still alive at the deadline (normally none).
+pub fn kill_group_and_wait(pgid: u32, timeout: std::time::Duration) -> Vec<u32> {
+    kill_group(pgid, rustix::process::Signal::KILL);
+    wait_group_gone(pgid, timeout)
 }
 
 /// Pids of processes in group `pgid` that are alive (not zombies).

@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::process::Stdio;
 use std::time::Duration;
-use std::time::Instant;
 
 use agar::output::MatrixEntry;
 use agar::output::MatrixRecord;
@@ -97,13 +96,7 @@ fn chromium(profile: &Path, args: &[&str]) -> std::process::Output {
     let out = rx
         .recv_timeout(Duration::from_secs(120))
         .expect("chromium finished within 2 minutes");
-    agar::process::kill_group(pgid, rustix::process::Signal::KILL);
-    let start = Instant::now();
-    while !agar::process::live_group_members(pgid).is_empty()
-        && start.elapsed() < Duration::from_secs(5)
-    {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    agar::process::kill_group_and_wait(pgid, Duration::from_secs(5));
     assert_eq!(agar::process::live_group_members(pgid), Vec::<u32>::new());
     out.expect("chromium ran")
 }
